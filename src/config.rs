@@ -1,0 +1,367 @@
+//! Command line and environment. Every option has an `env` name; the old
+//! server's variable names are kept. Bad configuration exits non-zero with
+//! one clear line before any work starts. Secrets are `Secret`s from the
+//! moment they are parsed.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::memory::cgroup::parse_size;
+use crate::secret::Secret;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nano-banana-mcp",
+    version,
+    about = "Memory-aware MCP image server: Gemini image models into Azure Blob Storage or a local folder, streamed, never buffered whole.",
+    after_help = "Examples:\n  nano-banana-mcp                      # MCP over stdio (what MCP clients run)\n  nano-banana-mcp serve --http 0.0.0.0:8080\n  GEMINI_API_KEY=... nano-banana-mcp generate \"a banana in space\""
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP over stdio (the default) or streamable HTTP.
+    Serve(ServeArgs),
+    /// Run the built-in fake Gemini server (for demos, benchmarks and tests).
+    FakeGemini(FakeGeminiArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {}
+
+#[derive(Debug, Args)]
+pub struct FakeGeminiArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787", env = "FAKE_GEMINI_ADDR")]
+    pub addr: std::net::SocketAddr,
+    /// Delay before the first response byte, in milliseconds.
+    #[arg(long, default_value_t = 0, env = "FAKE_GEMINI_LATENCY_MS")]
+    pub latency_ms: u64,
+    /// Only this API key is accepted (others get API_KEY_INVALID).
+    #[arg(long, env = "FAKE_GEMINI_API_KEY")]
+    pub api_key: Option<Secret>,
+}
+
+fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Config {
+    // --- Gemini ---
+    /// Gemini API key (Google AI Studio).
+    #[arg(long, env = "GEMINI_API_KEY", hide_env_values = true, global = true)]
+    pub gemini_api_key: Option<Secret>,
+    /// Gemini image model id.
+    #[arg(long, env = "GEMINI_MODEL", default_value = crate::gemini::models::DEFAULT_MODEL, global = true)]
+    pub gemini_model: String,
+    /// Base URL of the Gemini API (a gateway, or a local fake for tests).
+    #[arg(
+        long,
+        env = "GEMINI_BASE_URL",
+        default_value = "https://generativelanguage.googleapis.com",
+        global = true
+    )]
+    pub gemini_base_url: String,
+    /// Use streamGenerateContent (SSE); false uses generateContent.
+    #[arg(long, env = "GEMINI_STREAMING", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub gemini_streaming: bool,
+    /// Attempts per call for retryable Gemini errors (429, 5xx).
+    #[arg(long, env = "GEMINI_MAX_ATTEMPTS", default_value_t = 5, global = true)]
+    pub gemini_max_attempts: u32,
+    /// Longest delay between retries, and the longest server-requested
+    /// delay still worth waiting for (seconds).
+    #[arg(
+        long,
+        env = "GEMINI_RETRY_CAP_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub gemini_retry_cap_secs: u64,
+    /// First retry delay in milliseconds (doubles each time, with jitter).
+    #[arg(
+        long,
+        env = "GEMINI_RETRY_BASE_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub gemini_retry_base_ms: u64,
+    /// Longest silence from Gemini mid-response (seconds).
+    #[arg(
+        long,
+        env = "GEMINI_READ_TIMEOUT_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub gemini_read_timeout_secs: u64,
+    /// Longest wait for Gemini's response headers per attempt (seconds).
+    #[arg(
+        long,
+        env = "GEMINI_TIMEOUT_SECS",
+        default_value_t = 180,
+        global = true
+    )]
+    pub gemini_timeout_secs: u64,
+
+    // --- Storage ---
+    /// Azure Storage connection string (account key, SAS, or
+    /// UseDevelopmentStorage=true). Without it, images go to --output-dir.
+    #[arg(
+        long,
+        env = "AZURE_STORAGE_CONNECTION_STRING",
+        hide_env_values = true,
+        global = true
+    )]
+    pub azure_connection_string: Option<Secret>,
+    /// Azure Storage account name, for workload/managed identity (no
+    /// connection string).
+    #[arg(long, env = "AZURE_STORAGE_ACCOUNT", global = true)]
+    pub azure_account: Option<String>,
+    /// Blob container.
+    #[arg(
+        long,
+        env = "AZURE_STORAGE_CONTAINER_NAME",
+        default_value = "nano-banana-images",
+        global = true
+    )]
+    pub azure_container: String,
+    /// Create the container (private) at start if it is missing.
+    #[arg(long, env = "AZURE_CREATE_CONTAINER", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub azure_create_container: bool,
+    /// Return plain blob URLs (only for containers made public on purpose)
+    /// instead of read-only SAS URLs.
+    #[arg(long, env = "AZURE_PUBLIC_URLS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub azure_public_urls: bool,
+    /// Lifetime of returned SAS URLs, in hours.
+    #[arg(
+        long,
+        env = "AZURE_SAS_TTL_HOURS",
+        default_value_t = 168,
+        global = true
+    )]
+    pub azure_sas_ttl_hours: u64,
+    /// Local folder for images when Azure is not configured.
+    #[arg(
+        long,
+        env = "NANO_BANANA_OUTPUT_DIR",
+        default_value = "generated_imgs",
+        global = true
+    )]
+    pub output_dir: PathBuf,
+
+    // --- Memory and limits ---
+    /// Image bytes per storage block (Azure Put Block size).
+    #[arg(long, env = "NANO_BANANA_BLOCK_SIZE", default_value = "4MiB", value_parser = size_arg, global = true)]
+    pub block_size: u64,
+    /// Block uploads in flight per request.
+    #[arg(
+        long,
+        env = "NANO_BANANA_BLOCKS_IN_FLIGHT",
+        default_value_t = 2,
+        global = true
+    )]
+    pub blocks_in_flight: usize,
+    /// Largest image accepted from Gemini.
+    #[arg(long, env = "NANO_BANANA_MAX_IMAGE_BYTES", default_value = "100MiB", value_parser = size_arg, global = true)]
+    pub max_image_bytes: u64,
+    /// Largest prompt accepted.
+    #[arg(long, env = "NANO_BANANA_MAX_PROMPT_BYTES", default_value = "32KiB", value_parser = size_arg, global = true)]
+    pub max_prompt_bytes: u64,
+    /// Longest JSON-RPC line accepted on stdin.
+    #[arg(long, env = "NANO_BANANA_MAX_LINE_BYTES", default_value = "8MiB", value_parser = size_arg, global = true)]
+    pub max_line_bytes: u64,
+    /// Memory limit to plan for; default: the container's cgroup limit,
+    /// else host RAM.
+    #[arg(long, env = "NANO_BANANA_MEMORY_LIMIT", value_parser = size_arg, global = true)]
+    pub memory_limit: Option<u64>,
+    /// The old Node server's heap cap in MiB, accepted as a memory cap.
+    #[arg(long, env = "MAX_OLD_SPACE_SIZE", hide = true, global = true)]
+    pub max_old_space_size: Option<u64>,
+    /// Share of (limit - baseline) that requests may reserve.
+    #[arg(
+        long,
+        env = "NANO_BANANA_MEMORY_FRACTION",
+        default_value_t = 0.75,
+        global = true
+    )]
+    pub memory_fraction: f64,
+    /// Requests allowed to wait for memory before new ones are refused.
+    #[arg(
+        long,
+        env = "NANO_BANANA_QUEUE_MAX",
+        default_value_t = 64,
+        global = true
+    )]
+    pub queue_max: usize,
+    /// Longest wait for memory before a "busy" error (seconds).
+    #[arg(
+        long,
+        env = "NANO_BANANA_QUEUE_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub queue_timeout_secs: u64,
+
+    // --- Edit inputs ---
+    /// Directories local input paths must be under (comma-separated in the
+    /// env var). Enforced over HTTP always, over stdio when set.
+    #[arg(
+        long = "allowed-dir",
+        env = "NANO_BANANA_ALLOWED_DIRS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allowed_dirs: Vec<PathBuf>,
+    /// Hosts (`host` or `host:port`) whose URLs may be fetched even though
+    /// they resolve to private addresses, and over plain http.
+    #[arg(
+        long = "allow-url-host",
+        env = "NANO_BANANA_ALLOW_URL_HOSTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allow_url_hosts: Vec<String>,
+    /// Largest input image (file, URL, blob or data: URI).
+    #[arg(long, env = "NANO_BANANA_MAX_INPUT_BYTES", default_value = "40MiB", value_parser = size_arg, global = true)]
+    pub max_input_bytes: u64,
+    /// Largest total of all input images of one call (Gemini takes 100 MB
+    /// of base64 inline).
+    #[arg(long, env = "NANO_BANANA_MAX_TOTAL_INPUT_BYTES", default_value = "70MiB", value_parser = size_arg, global = true)]
+    pub max_total_input_bytes: u64,
+    /// Where downloaded inputs wait while they are sent (deleted after).
+    #[arg(long, env = "NANO_BANANA_TEMP_DIR", global = true)]
+    pub temp_dir: Option<PathBuf>,
+    /// Sessions whose last image is remembered for continue_editing.
+    #[arg(
+        long,
+        env = "NANO_BANANA_MAX_SESSIONS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub max_sessions: usize,
+    /// How long a session's last image is remembered (hours).
+    #[arg(
+        long,
+        env = "NANO_BANANA_SESSION_TTL_HOURS",
+        default_value_t = 24,
+        global = true
+    )]
+    pub session_ttl_hours: u64,
+
+    // --- Logging ---
+    /// Log format on stderr: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+    /// Log filter (tracing-subscriber syntax), e.g. info or debug.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+impl Config {
+    /// Checks clap cannot express; one clear line each.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.block_size >= 64 << 10 && self.block_size <= 256 << 20) {
+            return Err("--block-size must be between 64KiB and 256MiB".into());
+        }
+        if self.blocks_in_flight == 0 || self.blocks_in_flight > 64 {
+            return Err("--blocks-in-flight must be between 1 and 64".into());
+        }
+        if !(self.memory_fraction > 0.0 && self.memory_fraction <= 1.0) {
+            return Err("--memory-fraction must be in (0, 1]".into());
+        }
+        if url::Url::parse(&self.gemini_base_url).is_err() {
+            return Err(format!(
+                "GEMINI_BASE_URL {:?} is not a URL",
+                self.gemini_base_url
+            ));
+        }
+        if self.gemini_max_attempts == 0 {
+            return Err("--gemini-max-attempts must be at least 1".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err("--log-format must be text or json".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where a persisted API key lives: `$XDG_CONFIG_HOME/nano-banana-mcp/gemini-api-key`.
+pub fn key_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("nano-banana-mcp").join("gemini-api-key"))
+}
+
+/// Save the key readable by the owner only (0600), replacing atomically.
+pub fn persist_key(path: &Path, key: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(key.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Read a persisted key, refusing files others can read.
+pub fn load_persisted_key(path: &Path) -> Option<Secret> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), "ignoring saved API key: the file is readable by others (chmod 600 it)");
+        return None;
+    }
+    let key = std::fs::read_to_string(path).ok()?;
+    let key = key.trim();
+    (!key.is_empty()).then(|| Secret::new(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_validate() {
+        let cli = Cli::try_parse_from(["x"]).expect("parse");
+        cli.config.validate().expect("valid");
+        assert_eq!(cli.config.block_size, 4 << 20);
+        assert_eq!(cli.config.gemini_model, "gemini-2.5-flash-image");
+        assert_eq!(cli.config.azure_container, "nano-banana-images");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Cli::try_parse_from(["x", "--block-size", "lots"]).is_err());
+        let cli = Cli::try_parse_from(["x", "--block-size", "1KiB"]).expect("parse");
+        assert!(cli.config.validate().is_err());
+    }
+
+    #[test]
+    fn key_file_round_trip_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("a/key");
+        persist_key(&p, "AIzaTEST").expect("persist");
+        let mode = std::fs::metadata(&p).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load_persisted_key(&p).expect("load").expose(), "AIzaTEST");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(load_persisted_key(&p).is_none());
+    }
+}

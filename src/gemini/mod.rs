@@ -1,0 +1,187 @@
+//! Talks to the model. Builds `generateContent` / `streamGenerateContent`
+//! requests, sends them with the key in a header (never in a URL), retries
+//! what the API says is retryable with jittered backoff that honours
+//! `RetryInfo.retryDelay`, and turns error envelopes into messages a user
+//! can act on. It hands back the response body as a byte stream; reading
+//! images out of it is `extract`'s job.
+
+mod errors;
+pub mod models;
+pub mod request;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::extract::Framing;
+use crate::secret::Secret;
+
+pub use errors::GeminiError;
+pub use request::{ImageOptions, RequestBody};
+
+/// Connection settings; everything but the key is fixed at start.
+#[derive(Debug, Clone)]
+pub struct GeminiConfig {
+    pub base_url: String,
+    pub model: String,
+    /// `streamGenerateContent?alt=sse` (default) or `generateContent`.
+    pub streaming: bool,
+    pub connect_timeout: Duration,
+    /// Longest silence between two pieces of the body.
+    pub read_timeout: Duration,
+    /// Longest wait for the response headers of one attempt.
+    pub first_byte_timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
+impl Default for GeminiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://generativelanguage.googleapis.com".into(),
+            model: models::DEFAULT_MODEL.into(),
+            streaming: true,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            first_byte_timeout: Duration::from_secs(180),
+            max_attempts: 5,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What `send` returns: a response whose body is ready to be streamed.
+pub struct Streaming {
+    pub response: reqwest::Response,
+    pub framing: Framing,
+    pub attempts: u32,
+}
+
+/// Reports retries to whoever is watching (metrics, progress).
+pub trait RetryObserver: Send + Sync {
+    fn retrying(&self, attempt: u32, delay: Duration, reason: &str);
+}
+
+impl RetryObserver for () {
+    fn retrying(&self, _: u32, _: Duration, _: &str) {}
+}
+
+#[derive(Clone)]
+pub struct GeminiClient {
+    http: reqwest::Client,
+    cfg: Arc<GeminiConfig>,
+    key: Arc<RwLock<Option<Secret>>>,
+}
+
+impl GeminiClient {
+    pub fn new(cfg: GeminiConfig, key: Option<Secret>) -> Result<Self, GeminiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .read_timeout(cfg.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("nano-banana-mcp/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GeminiError::Setup(e.to_string()))?;
+        Ok(Self {
+            http,
+            cfg: Arc::new(cfg),
+            key: Arc::new(RwLock::new(key.filter(|k| !k.is_empty()))),
+        })
+    }
+
+    pub fn config(&self) -> &GeminiConfig {
+        &self.cfg
+    }
+
+    pub fn set_key(&self, key: Secret) {
+        if let Ok(mut k) = self.key.write() {
+            *k = Some(key);
+        }
+    }
+
+    pub fn has_key(&self) -> bool {
+        self.key.read().map(|k| k.is_some()).unwrap_or(false)
+    }
+
+    fn current_key(&self) -> Result<Secret, GeminiError> {
+        self.key
+            .read()
+            .ok()
+            .and_then(|k| k.clone())
+            .ok_or(GeminiError::NoKey)
+    }
+
+    fn url(&self) -> (String, Framing) {
+        let base = self.cfg.base_url.trim_end_matches('/');
+        let model = &self.cfg.model;
+        if self.cfg.streaming {
+            (
+                format!("{base}/v1beta/models/{model}:streamGenerateContent?alt=sse"),
+                Framing::Sse,
+            )
+        } else {
+            (
+                format!("{base}/v1beta/models/{model}:generateContent"),
+                Framing::Json,
+            )
+        }
+    }
+
+    /// Send the request, retrying retryable failures before any body byte
+    /// has been read. `body` is called once per attempt, so streamed input
+    /// bodies are produced afresh each time.
+    pub async fn send(
+        &self,
+        body: &(dyn Fn() -> RequestBody + Send + Sync),
+        observer: &dyn RetryObserver,
+    ) -> Result<Streaming, GeminiError> {
+        let key = self.current_key()?;
+        let (url, framing) = self.url();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let req = body().into_request(&self.http, &url, &key);
+            let result = tokio::time::timeout(self.cfg.first_byte_timeout, req.send()).await;
+            let failure = match result {
+                Err(_) => GeminiError::Timeout(self.cfg.first_byte_timeout),
+                Ok(Err(e)) => GeminiError::from_transport(&e),
+                Ok(Ok(resp)) if resp.status().is_success() => {
+                    return Ok(Streaming {
+                        response: resp,
+                        framing,
+                        attempts: attempt,
+                    });
+                }
+                Ok(Ok(resp)) => errors::from_response(resp, &self.cfg.model).await,
+            };
+            let Some(delay) = self.retry_delay(&failure, attempt) else {
+                return Err(failure.after_attempts(attempt));
+            };
+            observer.retrying(attempt, delay, &failure.to_string());
+            tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %failure, "gemini request failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// How long to wait before the next attempt, or `None` to give up.
+    fn retry_delay(&self, failure: &GeminiError, attempt: u32) -> Option<Duration> {
+        if attempt >= self.cfg.max_attempts || !failure.is_retryable() {
+            return None;
+        }
+        let backoff = self
+            .cfg
+            .retry_base
+            .saturating_mul(1 << (attempt - 1).min(16))
+            .min(self.cfg.retry_cap);
+        // Full jitter on the exponential part keeps many clients apart.
+        let jittered = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        match failure.server_delay() {
+            // The server said when: wait that long, unless it is longer
+            // than we are willing to wait at all.
+            Some(d) if d > self.cfg.retry_cap => None,
+            Some(d) => Some(d + Duration::from_millis(rand::random_range(0..250))),
+            None => Some(jittered),
+        }
+    }
+}

@@ -1,0 +1,816 @@
+//! Edit inputs as bounded streams. Every input — a local path, an https
+//! URL, a blob of our own storage, a `data:` URI — becomes a file on disk
+//! whose size and real type are checked before any memory is reserved or
+//! any request is sent: local files are used in place, everything else is
+//! downloaded (capped, streamed) to a private temp file that is deleted
+//! when the call ends. The request body then streams those files as
+//! base64 (see `edit_body`), so no input is ever held whole, and a retry
+//! can read them again.
+//!
+//! The same tools are reachable over HTTP, so inputs are checked: paths
+//! only under allowed directories (canonicalised, so `..` and symlinks
+//! cannot escape), URLs only over https to public addresses — checked
+//! after DNS resolution and again on every redirect, with the connection
+//! pinned to the checked address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::extract::sniff::{self, ImageFormat};
+use crate::gemini::request::generation_config;
+use crate::gemini::{ImageOptions, RequestBody};
+use crate::store::Store;
+
+/// What inputs may be.
+#[derive(Debug, Clone)]
+pub struct InputRules {
+    /// Canonical directories local paths must be under.
+    pub allowed_dirs: Vec<PathBuf>,
+    /// Whether `allowed_dirs` applies (always over HTTP; over stdio only
+    /// when directories were configured).
+    pub enforce_dirs: bool,
+    /// `host` or `host:port` entries allowed even when private, and over
+    /// plain http.
+    pub allow_hosts: Vec<String>,
+    pub max_input_bytes: u64,
+    pub max_total_bytes: u64,
+    pub temp_dir: PathBuf,
+    pub download_timeout: Duration,
+    pub max_redirects: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(
+        "{what} is outside the allowed directories ({dirs}); add its folder with --allowed-dir (NANO_BANANA_ALLOWED_DIRS)"
+    )]
+    PathNotAllowed { what: String, dirs: String },
+    #[error("{what} cannot be read: {reason}")]
+    Unreadable { what: String, reason: String },
+    #[error("{what} is {size} bytes; the limit is {cap} bytes per input (--max-input-bytes)")]
+    TooLarge { what: String, size: u64, cap: u64 },
+    #[error("the inputs add up to more than {cap} bytes (--max-total-input-bytes)")]
+    TotalTooLarge { cap: u64 },
+    #[error("{what} is not a PNG, JPEG, WebP, GIF or HEIC image")]
+    NotAnImage { what: String },
+    #[error("{what} is HEIC, which {model} does not accept; convert it to PNG or JPEG")]
+    Heic { what: String, model: String },
+    #[error(
+        "{what}: only https URLs are accepted (and the configured storage endpoint); allow a host explicitly with --allow-url-host"
+    )]
+    Scheme { what: String },
+    #[error(
+        "refusing {what}: {host} resolves to {ip}, a {kind} address; allow the host explicitly with --allow-url-host if this is intended"
+    )]
+    Blocked {
+        what: String,
+        host: String,
+        ip: IpAddr,
+        kind: &'static str,
+    },
+    #[error("{what}: too many redirects (more than {0})", .max)]
+    Redirects { what: String, max: usize },
+    #[error("downloading {what} failed: {reason}")]
+    Download { what: String, reason: String },
+    #[error("{n} input images given; {model} takes at most {max}")]
+    TooMany { n: usize, max: usize, model: String },
+    #[error("{what}: {reason}")]
+    DataUri { what: String, reason: String },
+}
+
+/// Deletes a temp file when the call is over.
+#[derive(Debug)]
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An input ready to stream: a readable file of known size and type.
+#[derive(Debug)]
+pub struct Prepared {
+    pub path: PathBuf,
+    pub len: u64,
+    pub format: ImageFormat,
+    _temp: Option<TempFile>,
+}
+
+pub struct Fetcher {
+    pub rules: InputRules,
+    pub store: Arc<Store>,
+}
+
+/// A shortened form of an input spec for messages (no query strings, no
+/// data).
+pub fn describe(spec: &str) -> String {
+    if spec.starts_with("data:") {
+        let head: String = spec.chars().take_while(|&c| c != ',').take(40).collect();
+        return format!("{head},…");
+    }
+    let cut = spec.find('?').unwrap_or(spec.len());
+    let s: String = spec[..cut].chars().take(200).collect();
+    if cut < spec.len() {
+        format!("{s}?…")
+    } else {
+        s
+    }
+}
+
+impl Fetcher {
+    /// Turn one input spec into a checked file.
+    pub async fn prepare(&self, spec: &str) -> Result<Prepared, InputError> {
+        let what = describe(spec);
+        let spec = spec.trim();
+        if let Some(rest) = spec.strip_prefix("data:") {
+            return self.load_data_uri(rest, &what).await;
+        }
+        if spec.starts_with("file://") {
+            let path = url::Url::parse(spec)
+                .ok()
+                .and_then(|u| u.to_file_path().ok())
+                .ok_or_else(|| InputError::Unreadable {
+                    what: what.clone(),
+                    reason: "not a valid file URL".into(),
+                })?;
+            return self.load_path(&path, &what).await;
+        }
+        if spec.starts_with("http://") || spec.starts_with("https://") {
+            let url = url::Url::parse(spec).map_err(|e| InputError::Download {
+                what: what.clone(),
+                reason: e.to_string(),
+            })?;
+            if let Store::Azure(az) = &*self.store
+                && let Some(name) = az.blob_name_from_url(&url)
+            {
+                return self.load_own_blob(&name, &what).await;
+            }
+            return self.download(url, &what).await;
+        }
+        self.load_path(Path::new(spec), &what).await
+    }
+
+    /// The blob of an image this server stored (used by continue_editing).
+    pub async fn load_stored(
+        &self,
+        blob_name: &str,
+        path: Option<&str>,
+    ) -> Result<Prepared, InputError> {
+        match (&*self.store, path) {
+            (Store::Local(_), Some(p)) => {
+                // Our own output folder is always allowed.
+                let p = PathBuf::from(p);
+                check_file(&p, blob_name, self.rules.max_input_bytes).await
+            }
+            _ => self.load_own_blob(blob_name, blob_name).await,
+        }
+    }
+
+    async fn load_path(&self, path: &Path, what: &str) -> Result<Prepared, InputError> {
+        let canon = tokio::fs::canonicalize(path)
+            .await
+            .map_err(|e| InputError::Unreadable {
+                what: what.to_string(),
+                reason: e.to_string(),
+            })?;
+        if self.rules.enforce_dirs {
+            let own = match &*self.store {
+                Store::Local(l) => Some(l.dir().to_path_buf()),
+                Store::Azure(_) => None,
+            };
+            let ok = self
+                .rules
+                .allowed_dirs
+                .iter()
+                .chain(own.iter())
+                .any(|d| canon.starts_with(d));
+            if !ok {
+                let dirs = if self.rules.allowed_dirs.is_empty() {
+                    "none configured".to_string()
+                } else {
+                    self.rules
+                        .allowed_dirs
+                        .iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(InputError::PathNotAllowed {
+                    what: what.to_string(),
+                    dirs,
+                });
+            }
+        }
+        check_file(&canon, what, self.rules.max_input_bytes).await
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        let id: u64 = rand::random();
+        self.rules
+            .temp_dir
+            .join(format!(".nano-banana-input-{id:016x}"))
+    }
+
+    async fn load_data_uri(&self, rest: &str, what: &str) -> Result<Prepared, InputError> {
+        let err = |reason: &str| InputError::DataUri {
+            what: what.to_string(),
+            reason: reason.to_string(),
+        };
+        let (meta, data) = rest.split_once(',').ok_or_else(|| err("missing ','"))?;
+        if !meta.ends_with(";base64") {
+            return Err(err("only base64 data: URIs are accepted"));
+        }
+        let max_b64 = self.rules.max_input_bytes.div_ceil(3) * 4 + 4;
+        if data.len() as u64 > max_b64 {
+            return Err(InputError::TooLarge {
+                what: what.to_string(),
+                size: data.len() as u64 / 4 * 3,
+                cap: self.rules.max_input_bytes,
+            });
+        }
+        let tmp = TempFile(self.temp_path());
+        let mut file = create_private(&tmp.0)
+            .await
+            .map_err(|e| err(&e.to_string()))?;
+        // Decode in slices so the decoded copy is never whole in memory.
+        let clean: &[u8] = data.as_bytes();
+        const STEP: usize = 64 << 10;
+        let mut buf = vec![0u8; STEP / 4 * 3];
+        let mut i = 0;
+        while i < clean.len() {
+            let end = (i + STEP).min(clean.len());
+            let n = base64::engine::general_purpose::STANDARD
+                .decode_slice(&clean[i..end], &mut buf)
+                .map_err(|_| err("the base64 data is not valid"))?;
+            file.write_all(&buf[..n])
+                .await
+                .map_err(|e| err(&e.to_string()))?;
+            i = end;
+        }
+        file.flush().await.map_err(|e| err(&e.to_string()))?;
+        drop(file);
+        let mut p = check_file(&tmp.0, what, self.rules.max_input_bytes).await?;
+        p._temp = Some(tmp);
+        Ok(p)
+    }
+
+    async fn load_own_blob(&self, name: &str, what: &str) -> Result<Prepared, InputError> {
+        let Store::Azure(az) = &*self.store else {
+            return Err(InputError::Unreadable {
+                what: what.to_string(),
+                reason: "not in this server's storage".into(),
+            });
+        };
+        let tmp = TempFile(self.temp_path());
+        let dl = |reason: String| InputError::Download {
+            what: what.to_string(),
+            reason,
+        };
+        let mut stream = az.get_stream(name).await.map_err(|e| dl(e.to_string()))?;
+        let mut file = create_private(&tmp.0)
+            .await
+            .map_err(|e| dl(e.to_string()))?;
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| dl(e.to_string()))?;
+            total += chunk.len() as u64;
+            if total > self.rules.max_input_bytes {
+                return Err(InputError::TooLarge {
+                    what: what.to_string(),
+                    size: total,
+                    cap: self.rules.max_input_bytes,
+                });
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| dl(e.to_string()))?;
+        }
+        file.flush().await.map_err(|e| dl(e.to_string()))?;
+        let mut p = check_file(&tmp.0, what, self.rules.max_input_bytes).await?;
+        p._temp = Some(tmp);
+        Ok(p)
+    }
+
+    fn host_allowed(&self, url: &url::Url) -> bool {
+        let host = url.host_str().unwrap_or("");
+        let with_port = format!("{host}:{}", url.port_or_known_default().unwrap_or(0));
+        self.rules
+            .allow_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host) || h.eq_ignore_ascii_case(&with_port))
+    }
+
+    /// Check a URL and resolve it to one address it may be fetched from.
+    async fn vet(&self, url: &url::Url, what: &str) -> Result<SocketAddr, InputError> {
+        let allowed = self.host_allowed(url);
+        if url.scheme() != "https" && !(url.scheme() == "http" && allowed) {
+            return Err(InputError::Scheme {
+                what: what.to_string(),
+            });
+        }
+        let host = url.host_str().unwrap_or("").to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| InputError::Download {
+                what: what.to_string(),
+                reason: format!("cannot resolve {host}: {e}"),
+            })?
+            .collect();
+        let first = *addrs.first().ok_or_else(|| InputError::Download {
+            what: what.to_string(),
+            reason: format!("{host} has no addresses"),
+        })?;
+        if !allowed {
+            // Every address must be public: a name that resolves to both a
+            // public and a private address could be switched between them.
+            for a in &addrs {
+                if let Some(kind) = forbidden_kind(a.ip()) {
+                    return Err(InputError::Blocked {
+                        what: what.to_string(),
+                        host,
+                        ip: a.ip(),
+                        kind,
+                    });
+                }
+            }
+        }
+        Ok(first)
+    }
+
+    async fn download(&self, mut url: url::Url, what: &str) -> Result<Prepared, InputError> {
+        let dl = |reason: String| InputError::Download {
+            what: what.to_string(),
+            reason,
+        };
+        let mut redirects = 0;
+        let resp = loop {
+            let addr = self.vet(&url, what).await?;
+            let host = url.host_str().unwrap_or("").to_string();
+            // Pinned to the vetted address; redirects are followed by hand
+            // so each hop is vetted too.
+            let client = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .resolve(&host, addr)
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(self.rules.download_timeout)
+                .build()
+                .map_err(|e| dl(e.to_string()))?;
+            let resp = client
+                .get(url.clone())
+                .send()
+                .await
+                .map_err(|e| dl(short_reqwest(&e)))?;
+            if resp.status().is_redirection() {
+                redirects += 1;
+                if redirects > self.rules.max_redirects {
+                    return Err(InputError::Redirects {
+                        what: what.to_string(),
+                        max: self.rules.max_redirects,
+                    });
+                }
+                let loc = resp
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| dl("redirect without a location".into()))?;
+                url = url.join(loc).map_err(|e| dl(e.to_string()))?;
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(dl(format!("HTTP {}", resp.status())));
+            }
+            break resp;
+        };
+        if let Some(n) = resp.content_length()
+            && n > self.rules.max_input_bytes
+        {
+            return Err(InputError::TooLarge {
+                what: what.to_string(),
+                size: n,
+                cap: self.rules.max_input_bytes,
+            });
+        }
+        let tmp = TempFile(self.temp_path());
+        let mut file = create_private(&tmp.0)
+            .await
+            .map_err(|e| dl(e.to_string()))?;
+        let mut stream = resp.bytes_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| dl(short_reqwest(&e)))?;
+            total += chunk.len() as u64;
+            if total > self.rules.max_input_bytes {
+                return Err(InputError::TooLarge {
+                    what: what.to_string(),
+                    size: total,
+                    cap: self.rules.max_input_bytes,
+                });
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| dl(e.to_string()))?;
+        }
+        file.flush().await.map_err(|e| dl(e.to_string()))?;
+        let mut p = check_file(&tmp.0, what, self.rules.max_input_bytes).await?;
+        p._temp = Some(tmp);
+        Ok(p)
+    }
+
+    /// Prepare every input, enforcing the per-model count and the total cap.
+    pub async fn prepare_all(
+        &self,
+        specs: &[String],
+        model: &str,
+    ) -> Result<Vec<Prepared>, InputError> {
+        let info = crate::gemini::models::info(model);
+        if specs.len() > info.max_inputs {
+            return Err(InputError::TooMany {
+                n: specs.len(),
+                max: info.max_inputs,
+                model: model.to_string(),
+            });
+        }
+        let mut out = Vec::with_capacity(specs.len());
+        let mut total = 0;
+        for s in specs {
+            let p = self.prepare(s).await?;
+            if p.format == ImageFormat::Heic && !info.takes_heic {
+                return Err(InputError::Heic {
+                    what: describe(s),
+                    model: model.to_string(),
+                });
+            }
+            total += p.len;
+            if total > self.rules.max_total_bytes {
+                return Err(InputError::TotalTooLarge {
+                    cap: self.rules.max_total_bytes,
+                });
+            }
+            out.push(p);
+        }
+        Ok(out)
+    }
+}
+
+fn short_reqwest(e: &reqwest::Error) -> String {
+    let base = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(s) => format!("{base}: {s}"),
+        None => base.to_string(),
+    }
+}
+
+async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
+    let mut o = tokio::fs::OpenOptions::new();
+    o.write(true).create_new(true).mode(0o600);
+    o.open(path).await
+}
+
+/// A regular file within the size cap whose first bytes are an image.
+async fn check_file(path: &Path, what: &str, cap: u64) -> Result<Prepared, InputError> {
+    let unreadable = |reason: String| InputError::Unreadable {
+        what: what.to_string(),
+        reason,
+    };
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| unreadable(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(unreadable("not a regular file".into()));
+    }
+    if meta.len() > cap {
+        return Err(InputError::TooLarge {
+            what: what.to_string(),
+            size: meta.len(),
+            cap,
+        });
+    }
+    let mut head = [0u8; 16];
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| unreadable(e.to_string()))?;
+    let mut n = 0;
+    while n < head.len() {
+        let k = f
+            .read(&mut head[n..])
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    let format = sniff::sniff(&head[..n]).ok_or_else(|| InputError::NotAnImage {
+        what: what.to_string(),
+    })?;
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        len: meta.len(),
+        format,
+        _temp: None,
+    })
+}
+
+/// Why an address must not be fetched, if it must not.
+pub fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            if v4.is_loopback() {
+                Some("loopback")
+            } else if o[0] == 169 && o[1] == 254 {
+                Some("link-local (cloud metadata)")
+            } else if v4.is_private() {
+                Some("private")
+            } else if o[0] == 100 && (64..128).contains(&o[1]) {
+                Some("shared (carrier-grade NAT)")
+            } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || o[0] == 0 {
+                Some("non-routable")
+            } else if o[0] >= 240 {
+                Some("reserved")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden_kind(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() || v6.is_multicast() {
+                Some("non-routable")
+            } else if s[0] & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if s[0] & 0xfe00 == 0xfc00 {
+                Some("private (unique local)")
+            } else if s[0] == 0x64 && s[1] == 0xff9b {
+                // NAT64 can reach IPv4 private space.
+                Some("NAT64")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// One turn of an earlier exchange, sent back for multi-turn edits with
+/// Gemini 3 (which asks for its `thoughtSignature`s back).
+pub struct History {
+    pub prompt: String,
+    pub image: Prepared,
+    pub signature: String,
+}
+
+/// Pieces of a streamed request body.
+enum Segment {
+    Bytes(Bytes),
+    /// A file, sent as base64.
+    File(PathBuf, u64),
+}
+
+fn b64_len(n: u64) -> u64 {
+    n.div_ceil(3) * 4
+}
+
+/// The request body of an edit: images as `inlineData` parts streamed from
+/// their files, then the prompt. Content-Length is exact because every
+/// size is known.
+pub fn edit_body(
+    history: Option<&History>,
+    images: &[Prepared],
+    prompt: &str,
+    opts: &ImageOptions,
+) -> impl Fn() -> RequestBody + Send + Sync + 'static {
+    let body = edit_body_parts(history, images, prompt, opts);
+    move || body.request_body()
+}
+
+fn edit_body_parts(
+    history: Option<&History>,
+    images: &[Prepared],
+    prompt: &str,
+    opts: &ImageOptions,
+) -> EditBody {
+    let mut segs: Vec<Segment> = Vec::new();
+    let json_str = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let mut text = String::from(r#"{"contents":["#);
+    if let Some(h) = history {
+        text.push_str(&format!(
+            r#"{{"role":"user","parts":[{{"text":{}}}]}},{{"role":"model","parts":[{{"inlineData":{{"mimeType":"{}","data":""#,
+            json_str(&h.prompt),
+            h.image.format.mime()
+        ));
+        segs.push(Segment::Bytes(Bytes::from(std::mem::take(&mut text))));
+        segs.push(Segment::File(h.image.path.clone(), h.image.len));
+        text.push_str(&format!(
+            r#""}},"thoughtSignature":{}}}]}},"#,
+            json_str(&h.signature)
+        ));
+    }
+    text.push_str(r#"{"role":"user","parts":["#);
+    for (i, img) in images.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!(
+            r#"{{"inlineData":{{"mimeType":"{}","data":""#,
+            img.format.mime()
+        ));
+        segs.push(Segment::Bytes(Bytes::from(std::mem::take(&mut text))));
+        segs.push(Segment::File(img.path.clone(), img.len));
+        text.push_str(r#""}}"#);
+    }
+    if !images.is_empty() {
+        text.push(',');
+    }
+    text.push_str(&format!(
+        r#"{{"text":{}}}]}}],"generationConfig":{}}}"#,
+        json_str(prompt),
+        generation_config(opts)
+    ));
+    segs.push(Segment::Bytes(Bytes::from(text)));
+    let total: u64 = segs
+        .iter()
+        .map(|s| match s {
+            Segment::Bytes(b) => b.len() as u64,
+            Segment::File(_, n) => b64_len(*n),
+        })
+        .sum();
+    EditBody {
+        segs: Arc::new(segs),
+        total,
+    }
+}
+
+/// A streamed edit body that can be produced again for each attempt.
+#[derive(Clone)]
+struct EditBody {
+    segs: Arc<Vec<Segment>>,
+    total: u64,
+}
+
+impl EditBody {
+    fn stream(&self) -> futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> {
+        let segs = Arc::clone(&self.segs);
+        futures::stream::iter(0..segs.len())
+            .map(move |i| segment_stream(&segs[i]))
+            .flatten()
+            .boxed()
+    }
+
+    fn request_body(&self) -> RequestBody {
+        RequestBody::Stream {
+            body: reqwest::Body::wrap_stream(self.stream()),
+            len: Some(self.total),
+        }
+    }
+}
+
+/// Raw bytes read per step: a multiple of 3, so each chunk encodes to
+/// whole base64 quads and chunks can simply be concatenated.
+const READ_STEP: usize = (3 * 64) << 10;
+
+fn segment_stream(
+    seg: &Segment,
+) -> futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> {
+    match seg {
+        Segment::Bytes(b) => futures::stream::once(futures::future::ready(Ok(b.clone()))).boxed(),
+        Segment::File(path, len) => {
+            let path = path.clone();
+            let len = *len;
+            futures::stream::try_unfold(
+                (None::<tokio::fs::File>, path, 0u64, vec![0u8; READ_STEP]),
+                move |(file, path, sent, mut buf)| async move {
+                    if sent >= len {
+                        return Ok(None);
+                    }
+                    let mut f = match file {
+                        Some(f) => f,
+                        None => tokio::fs::File::open(&path).await?,
+                    };
+                    // Fill the whole step (short reads would break quads).
+                    let want = READ_STEP.min((len - sent) as usize);
+                    let mut n = 0;
+                    while n < want {
+                        let k = f.read(&mut buf[n..want]).await?;
+                        if k == 0 {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "input file shrank while it was being sent",
+                            ));
+                        }
+                        n += k;
+                    }
+                    let mut out = BytesMut::zeroed(b64_len(n as u64) as usize);
+                    let m = base64::engine::general_purpose::STANDARD
+                        .encode_slice(&buf[..n], &mut out)
+                        .map_err(std::io::Error::other)?;
+                    out.truncate(m);
+                    Ok(Some((out.freeze(), (Some(f), path, sent + n as u64, buf))))
+                },
+            )
+            .boxed()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_addresses() {
+        for (ip, bad) in [
+            ("127.0.0.1", true),
+            ("10.1.2.3", true),
+            ("172.16.0.1", true),
+            ("192.168.1.1", true),
+            ("169.254.169.254", true),
+            ("100.64.0.1", true),
+            ("0.0.0.0", true),
+            ("::1", true),
+            ("fe80::1", true),
+            ("fd00::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("8.8.8.8", false),
+            ("2606:4700::1111", false),
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(forbidden_kind(ip).is_some(), bad, "{ip}");
+        }
+    }
+
+    #[test]
+    fn descriptions_hide_queries_and_data() {
+        assert_eq!(describe("https://a/b.png?sig=SECRET"), "https://a/b.png?…");
+        assert_eq!(
+            describe("data:image/png;base64,AAAA"),
+            "data:image/png;base64,…"
+        );
+    }
+
+    #[tokio::test]
+    async fn edit_body_is_valid_json_with_exact_length() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut img = b"\x89PNG\r\n\x1a\n".to_vec();
+        img.extend((0..(READ_STEP * 2 + 5)).map(|i| (i % 251) as u8));
+        let p = dir.path().join("a.png");
+        std::fs::write(&p, &img).expect("write");
+        let prepared = check_file(&p, "a", u64::MAX).await.expect("check");
+        let second = check_file(&p, "a", u64::MAX).await.expect("check");
+        let hist = History {
+            prompt: "first \"one\"".into(),
+            image: second,
+            signature: "c2ln".into(),
+        };
+        let body = edit_body_parts(
+            Some(&hist),
+            &[prepared],
+            "make it pink",
+            &ImageOptions::default(),
+        );
+        // Produced twice, as for a retry.
+        for _ in 0..2 {
+            let mut stream = body.stream();
+            let mut all = Vec::new();
+            while let Some(c) = stream.next().await {
+                all.extend_from_slice(&c.expect("chunk"));
+            }
+            assert_eq!(all.len() as u64, body.total);
+            let v: serde_json::Value = serde_json::from_slice(&all).expect("valid JSON");
+            let decode = |d: &serde_json::Value| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(d.as_str().expect("data"))
+                    .expect("b64")
+            };
+            assert_eq!(
+                decode(&v["contents"][2]["parts"][0]["inlineData"]["data"]),
+                img
+            );
+            assert_eq!(
+                decode(&v["contents"][1]["parts"][0]["inlineData"]["data"]),
+                img
+            );
+            assert_eq!(v["contents"][1]["parts"][0]["thoughtSignature"], "c2ln");
+            assert_eq!(v["contents"][1]["role"], "model");
+            assert_eq!(v["contents"][2]["parts"][1]["text"], "make it pink");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Wiring only: parse the command line, set up logging (stderr), build the
+//! app, and hand it to the transport or command that was asked for.
+
+#![deny(clippy::dbg_macro)]
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser as _;
+use nano_banana_mcp::app::{App, BuildOptions, Transport};
+use nano_banana_mcp::config::{Cli, Command, Config};
+use nano_banana_mcp::{memory, serve, testkit};
+
+#[global_allocator]
+static GLOBAL: memory::alloc::Allocator = memory::alloc::ALLOCATOR;
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    if cfg.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = cli.config.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    init_logging(&cli.config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Some(Command::FakeGemini(args)) => testkit::fake_gemini::serve_forever(
+                args.addr,
+                testkit::fake_gemini::FakeConfig {
+                    api_key: args.api_key.map(|k| k.expose().to_string()),
+                    latency: std::time::Duration::from_millis(args.latency_ms),
+                    ..testkit::fake_gemini::FakeConfig::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string()),
+            None | Some(Command::Serve(_)) => {
+                let app = App::build(
+                    &cli.config,
+                    BuildOptions {
+                        transport: Transport::Stdio,
+                        allow_configure_token: true,
+                        stateless: false,
+                    },
+                )
+                .await?;
+                serve::stdio(Arc::new(app), cli.config.max_line_bytes as usize).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,761 @@
+//! Admission control: a request reserves the bytes it may need before it
+//! starts, out of one budget sized by [`plan`], and waits in a bounded FIFO
+//! queue while the budget is spent. It must not measure memory or guess request
+//! sizes — callers say how many bytes they will hold, and this only counts
+//! them, which is why the budget is sized with headroom below the real limit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::HumanBytes;
+
+/// Semaphore permits are KiB so `acquire_many_owned(u32)` covers budgets up to
+/// 4 TiB; requests round up, so the semaphore never admits more than the
+/// budget.
+const PERMIT_BYTES: u64 = 1024;
+
+/// What a [`Budget`] is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetConfig {
+    /// Bytes all reservations together may hold.
+    pub total_bytes: u64,
+    /// Requests that may wait for memory at once; more are turned away at once.
+    pub max_queue: usize,
+    /// How long one request waits before it is turned away.
+    pub queue_timeout: Duration,
+}
+
+/// A snapshot for metrics and health endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BudgetStats {
+    pub total_bytes: u64,
+    /// Bytes held by live reservations, as requested (not rounded to KiB).
+    pub reserved_bytes: u64,
+    /// Live reservations.
+    pub in_flight: usize,
+    /// Requests waiting for memory now.
+    pub queued: usize,
+    /// Largest `reserved_bytes` seen.
+    pub peak_reserved: u64,
+    /// Requests turned away because the budget was spent (queue full, wait
+    /// timed out, or no room for a try-only reservation or growth).
+    pub rejections_busy: u64,
+    /// Requests turned away because they exceed the whole budget.
+    pub rejections_too_large: u64,
+    /// Reservations granted since start.
+    pub admitted: u64,
+}
+
+/// Why a reservation was refused. The messages are meant for the MCP client's
+/// user, so each says what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Busy {
+    #[error(
+        "server busy: memory budget in use by {in_flight} requests and the wait queue \
+         ({max_queue}) is full; retry in {} s",
+        whole_seconds(.retry_after)
+    )]
+    QueueFull {
+        in_flight: usize,
+        max_queue: usize,
+        retry_after: Duration,
+    },
+    #[error(
+        "server busy: waited {} s for memory; retry in {} s",
+        rounded_seconds(.waited),
+        whole_seconds(.retry_after)
+    )]
+    Timeout {
+        waited: Duration,
+        retry_after: Duration,
+    },
+    /// The budget had no room and the caller asked not to wait.
+    #[error(
+        "server busy: memory budget is fully reserved by {in_flight} requests; retry in {} s",
+        whole_seconds(.retry_after)
+    )]
+    Exhausted {
+        in_flight: usize,
+        retry_after: Duration,
+    },
+    #[error(
+        "request needs {} but the whole memory budget is {}; raise --memory-limit or lower \
+         --block-size",
+        HumanBytes(*.requested),
+        HumanBytes(*.total)
+    )]
+    TooLarge { requested: u64, total: u64 },
+}
+
+impl Busy {
+    /// When to try again, for a `Retry-After` header; None when retrying
+    /// cannot help.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Busy::QueueFull { retry_after, .. }
+            | Busy::Timeout { retry_after, .. }
+            | Busy::Exhausted { retry_after, .. } => Some(*retry_after),
+            Busy::TooLarge { .. } => None,
+        }
+    }
+}
+
+fn whole_seconds(duration: &Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+fn rounded_seconds(duration: &Duration) -> u64 {
+    (duration.as_millis().saturating_add(500) / 1000) as u64
+}
+
+/// A shared byte budget; clones share it.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: BudgetConfig,
+    semaphore: Arc<Semaphore>,
+    total_permits: u64,
+    reserved_bytes: AtomicU64,
+    peak_reserved: AtomicU64,
+    in_flight: AtomicUsize,
+    queued: AtomicUsize,
+    rejections_busy: AtomicU64,
+    rejections_too_large: AtomicU64,
+    admitted: AtomicU64,
+    /// Moving average of how long reservations are held, in ms; 0 until the
+    /// first one ends.
+    hold_avg_ms: AtomicU64,
+}
+
+impl Budget {
+    pub fn new(config: BudgetConfig) -> Self {
+        let max_permits = Semaphore::MAX_PERMITS.min(u32::MAX as usize) as u64;
+        let total_permits = (config.total_bytes / PERMIT_BYTES).min(max_permits);
+        Budget {
+            inner: Arc::new(Inner {
+                config,
+                semaphore: Arc::new(Semaphore::new(total_permits as usize)),
+                total_permits,
+                reserved_bytes: AtomicU64::new(0),
+                peak_reserved: AtomicU64::new(0),
+                in_flight: AtomicUsize::new(0),
+                queued: AtomicUsize::new(0),
+                rejections_busy: AtomicU64::new(0),
+                rejections_too_large: AtomicU64::new(0),
+                admitted: AtomicU64::new(0),
+                hold_avg_ms: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Reserves `bytes`, waiting in FIFO order behind earlier requests for at
+    /// most `queue_timeout`. `what` names the request in logs. Dropping the
+    /// returned future gives up the place in the queue.
+    pub async fn reserve(&self, bytes: u64, what: &'static str) -> Result<Reservation, Busy> {
+        let inner = &self.inner;
+        let permits = inner.permits_for(bytes)?;
+        // A free permit implies nobody is queued (tokio hands released permits
+        // to waiters first), so this fast path cannot overtake anyone.
+        if let Ok(permit) = Arc::clone(&inner.semaphore).try_acquire_many_owned(permits) {
+            return Ok(self.admit(permit, bytes));
+        }
+        let Some(slot) = QueueSlot::enter(inner) else {
+            inner.rejections_busy.fetch_add(1, Ordering::Relaxed);
+            let busy = Busy::QueueFull {
+                in_flight: inner.in_flight.load(Ordering::Relaxed),
+                max_queue: inner.config.max_queue,
+                retry_after: inner.retry_after(),
+            };
+            tracing::debug!(what, bytes, %busy, "memory budget: rejected");
+            return Err(busy);
+        };
+        tracing::debug!(what, bytes, "memory budget: waiting");
+        let started = Instant::now();
+        let acquire = Arc::clone(&inner.semaphore).acquire_many_owned(permits);
+        let outcome = tokio::time::timeout(inner.config.queue_timeout, acquire).await;
+        let retry_after = inner.retry_after();
+        drop(slot);
+        match outcome {
+            Ok(Ok(permit)) => Ok(self.admit(permit, bytes)),
+            // The semaphore is never closed; treat it as busy rather than panic.
+            Ok(Err(_closed)) => Err(inner.exhausted()),
+            Err(_elapsed) => {
+                inner.rejections_busy.fetch_add(1, Ordering::Relaxed);
+                let busy = Busy::Timeout {
+                    waited: started.elapsed(),
+                    retry_after,
+                };
+                tracing::debug!(what, bytes, %busy, "memory budget: rejected");
+                Err(busy)
+            }
+        }
+    }
+
+    /// Reserves `bytes` only if they are free now.
+    pub fn try_reserve(&self, bytes: u64) -> Result<Reservation, Busy> {
+        let permits = self.inner.permits_for(bytes)?;
+        match Arc::clone(&self.inner.semaphore).try_acquire_many_owned(permits) {
+            Ok(permit) => Ok(self.admit(permit, bytes)),
+            Err(_) => Err(self.inner.exhausted()),
+        }
+    }
+
+    pub fn stats(&self) -> BudgetStats {
+        let inner = &self.inner;
+        BudgetStats {
+            total_bytes: inner.config.total_bytes,
+            reserved_bytes: inner.reserved_bytes.load(Ordering::Relaxed),
+            in_flight: inner.in_flight.load(Ordering::Relaxed),
+            queued: inner.queued.load(Ordering::Relaxed),
+            peak_reserved: inner.peak_reserved.load(Ordering::Relaxed),
+            rejections_busy: inner.rejections_busy.load(Ordering::Relaxed),
+            rejections_too_large: inner.rejections_too_large.load(Ordering::Relaxed),
+            admitted: inner.admitted.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn config(&self) -> BudgetConfig {
+        self.inner.config
+    }
+
+    fn admit(&self, permit: OwnedSemaphorePermit, bytes: u64) -> Reservation {
+        let inner = &self.inner;
+        inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        inner.admitted.fetch_add(1, Ordering::Relaxed);
+        inner.add_reserved(bytes);
+        Reservation {
+            inner: Arc::clone(inner),
+            permit,
+            bytes,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Inner {
+    fn permits_for(&self, bytes: u64) -> Result<u32, Busy> {
+        let permits = bytes.div_ceil(PERMIT_BYTES);
+        if permits > self.total_permits {
+            self.rejections_too_large.fetch_add(1, Ordering::Relaxed);
+            return Err(Busy::TooLarge {
+                requested: bytes,
+                total: self.config.total_bytes,
+            });
+        }
+        // total_permits fits in u32 by construction.
+        Ok(u32::try_from(permits).unwrap_or(u32::MAX))
+    }
+
+    fn add_reserved(&self, bytes: u64) {
+        let now = self.reserved_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak_reserved.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn exhausted(&self) -> Busy {
+        self.rejections_busy.fetch_add(1, Ordering::Relaxed);
+        Busy::Exhausted {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            retry_after: self.retry_after(),
+        }
+    }
+
+    /// A hint, not a promise: the time for the queue ahead plus this request to
+    /// get through, assuming reservations keep being held about as long as
+    /// they have been (a moving average) and `in_flight` of them finish per
+    /// such period. Before any reservation has ended there is no history, so
+    /// half the queue timeout is used. Clamped to 1 s..=queue timeout and
+    /// rounded up to whole seconds, as `Retry-After` carries seconds.
+    fn retry_after(&self) -> Duration {
+        let floor = Duration::from_secs(1);
+        let ceiling = self.config.queue_timeout.max(floor);
+        let average_ms = self.hold_avg_ms.load(Ordering::Relaxed);
+        let estimate = if average_ms == 0 {
+            self.config.queue_timeout / 2
+        } else {
+            let draining = self.in_flight.load(Ordering::Relaxed).max(1) as u64;
+            let ahead = self.queued.load(Ordering::Relaxed) as u64 + 1;
+            Duration::from_millis(average_ms.saturating_mul(ahead.div_ceil(draining)))
+        };
+        let clamped = estimate.clamp(floor, ceiling);
+        Duration::from_secs(whole_seconds(&clamped))
+    }
+
+    fn record_hold(&self, held: Duration) {
+        let sample = u64::try_from(held.as_millis()).unwrap_or(u64::MAX).max(1);
+        // Weight 1/8: follows a change of workload within a few dozen requests
+        // without one slow request swinging the estimate.
+        let _ = self
+            .hold_avg_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    sample
+                } else {
+                    (old.saturating_mul(7).saturating_add(sample) / 8).max(1)
+                })
+            });
+    }
+}
+
+/// A place in the wait queue; leaving it (also by cancellation) frees it.
+struct QueueSlot<'a> {
+    queued: &'a AtomicUsize,
+}
+
+impl<'a> QueueSlot<'a> {
+    fn enter(inner: &'a Inner) -> Option<Self> {
+        let max = inner.config.max_queue;
+        inner
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued < max).then_some(queued + 1)
+            })
+            .ok()?;
+        Some(QueueSlot {
+            queued: &inner.queued,
+        })
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Bytes held from the budget; dropping it gives them back.
+#[derive(Debug)]
+pub struct Reservation {
+    inner: Arc<Inner>,
+    permit: OwnedSemaphorePermit,
+    bytes: u64,
+    since: Instant,
+}
+
+impl Reservation {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Adds `extra` bytes without waiting, e.g. when an input turns out larger
+    /// than announced. Not waiting matters: a request that holds memory and
+    /// waits for more can deadlock with others doing the same.
+    pub fn grow(&mut self, extra: u64) -> Result<(), Busy> {
+        let inner = &self.inner;
+        let Some(new_bytes) = self.bytes.checked_add(extra) else {
+            inner.rejections_too_large.fetch_add(1, Ordering::Relaxed);
+            return Err(Busy::TooLarge {
+                requested: u64::MAX,
+                total: inner.config.total_bytes,
+            });
+        };
+        let new_permits = inner.permits_for(new_bytes)?;
+        let held = u32::try_from(self.permit.num_permits()).unwrap_or(u32::MAX);
+        let missing = new_permits.saturating_sub(held);
+        if missing > 0 {
+            match Arc::clone(&inner.semaphore).try_acquire_many_owned(missing) {
+                Ok(more) => self.permit.merge(more),
+                Err(_) => return Err(inner.exhausted()),
+            }
+        }
+        inner.add_reserved(extra);
+        self.bytes = new_bytes;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // Counters drop before the permit (a field, dropped after this body)
+        // goes back, so the next request admitted never sees them overlap.
+        self.inner
+            .reserved_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+        self.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.inner.record_hold(self.since.elapsed());
+    }
+}
+
+/// How the memory limit is split, for the startup log and for sizing the
+/// [`Budget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub limit: u64,
+    /// RSS before serving anything (runtime, TLS, code).
+    pub baseline: u64,
+    /// Bytes requests may reserve.
+    pub budget: u64,
+    /// Bytes one request reserves.
+    pub per_request: u64,
+    /// Requests that fit side by side; 0 means the limit is too small to serve
+    /// even one, which the caller reports instead of starting.
+    pub max_concurrent: u64,
+}
+
+impl Plan {
+    pub fn is_viable(&self) -> bool {
+        self.max_concurrent > 0
+    }
+}
+
+/// Splits `limit`: `budget = (limit - baseline_rss) * fraction`. The rest,
+/// `1 - fraction` of what is above the baseline, is headroom for what the
+/// budget does not count: the async runtime, HTTP and TLS buffers, and
+/// allocator slack (fragmentation, dirty pages not yet returned). `fraction`
+/// is clamped to 0..=1 (NaN counts as 0). A `per_request` of 0 is a caller
+/// error and yields `max_concurrent` 0.
+pub fn plan(limit: u64, baseline_rss: u64, fraction: f64, per_request: u64) -> Plan {
+    let above_baseline = limit.saturating_sub(baseline_rss);
+    let fraction = if fraction.is_nan() {
+        0.0
+    } else {
+        fraction.clamp(0.0, 1.0)
+    };
+    // `as` saturates and floors, and the min guards against rounding up past
+    // what is actually there.
+    let budget = ((above_baseline as f64 * fraction) as u64).min(above_baseline);
+    Plan {
+        limit,
+        baseline: baseline_rss,
+        budget,
+        per_request,
+        max_concurrent: budget.checked_div(per_request).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn budget(total_bytes: u64, max_queue: usize, queue_timeout: Duration) -> Budget {
+        Budget::new(BudgetConfig {
+            total_bytes,
+            max_queue,
+            queue_timeout,
+        })
+    }
+
+    async fn wait_for(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn seventeenth_waits_until_one_drops() {
+        let b = budget(16 * MIB, 4, Duration::from_secs(30));
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            held.push(b.reserve(MIB, "test").await.unwrap());
+        }
+        assert_eq!(b.stats().reserved_bytes, 16 * MIB);
+        assert!(matches!(
+            b.try_reserve(1),
+            Err(Busy::Exhausted { in_flight: 16, .. })
+        ));
+
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.reserve(MIB, "seventeenth").await })
+        };
+        wait_for("the 17th to queue", || b.stats().queued == 1).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+
+        drop(held.pop());
+        let seventeenth = waiter.await.unwrap().unwrap();
+        assert_eq!(seventeenth.bytes(), MIB);
+        let stats = b.stats();
+        assert_eq!((stats.in_flight, stats.queued), (16, 0));
+        assert_eq!(stats.admitted, 17);
+        assert_eq!(stats.reserved_bytes, 16 * MIB);
+    }
+
+    #[tokio::test]
+    async fn queue_full_rejects_immediately() {
+        let b = budget(4 * MIB, 1, Duration::from_secs(30));
+        let _all = b.reserve(4 * MIB, "test").await.unwrap();
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.reserve(MIB, "queued").await })
+        };
+        wait_for("one queued", || b.stats().queued == 1).await;
+
+        let started = Instant::now();
+        let err = b.reserve(MIB, "third").await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert!(matches!(
+            err,
+            Busy::QueueFull {
+                in_flight: 1,
+                max_queue: 1,
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "server busy: memory budget in use by 1 requests and the wait queue (1) is full; \
+             retry in 15 s"
+        );
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(15)));
+        assert_eq!(b.stats().rejections_busy, 1);
+        waiter.abort();
+    }
+
+    #[tokio::test]
+    async fn zero_queue_never_waits() {
+        let b = budget(MIB, 0, Duration::from_secs(30));
+        let _all = b.reserve(MIB, "test").await.unwrap();
+        assert!(matches!(
+            b.reserve(1, "next").await,
+            Err(Busy::QueueFull { max_queue: 0, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn wait_times_out() {
+        let b = budget(MIB, 8, Duration::from_millis(50));
+        let _all = b.reserve(MIB, "test").await.unwrap();
+        let started = Instant::now();
+        let err = b.reserve(MIB, "late").await.unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        let Busy::Timeout {
+            waited,
+            retry_after,
+        } = err
+        else {
+            panic!("expected Timeout, got {err:?}");
+        };
+        assert!(waited >= Duration::from_millis(50));
+        // Clamped up to the 1 s floor.
+        assert_eq!(retry_after, Duration::from_secs(1));
+        assert_eq!(
+            err.to_string(),
+            "server busy: waited 0 s for memory; retry in 1 s"
+        );
+        let stats = b.stats();
+        assert_eq!((stats.queued, stats.rejections_busy), (0, 1));
+    }
+
+    #[test]
+    fn messages_read_well() {
+        let timeout = Busy::Timeout {
+            waited: Duration::from_millis(30_200),
+            retry_after: Duration::from_secs(10),
+        };
+        assert_eq!(
+            timeout.to_string(),
+            "server busy: waited 30 s for memory; retry in 10 s"
+        );
+        let exhausted = Busy::Exhausted {
+            in_flight: 3,
+            retry_after: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            exhausted.to_string(),
+            "server busy: memory budget is fully reserved by 3 requests; retry in 2 s"
+        );
+    }
+
+    #[tokio::test]
+    async fn too_large_is_refused_without_waiting() {
+        let b = budget(32 * MIB, 4, Duration::from_secs(30));
+        let err = b.reserve(40 * MIB, "huge").await.unwrap_err();
+        assert_eq!(
+            err,
+            Busy::TooLarge {
+                requested: 40 * MIB,
+                total: 32 * MIB
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "request needs 40 MiB but the whole memory budget is 32 MiB; raise --memory-limit \
+             or lower --block-size"
+        );
+        assert_eq!(err.retry_after(), None);
+        assert!(b.try_reserve(32 * MIB + 1).is_err());
+        // Exactly the budget fits.
+        drop(b.try_reserve(32 * MIB).unwrap());
+        let stats = b.stats();
+        assert_eq!((stats.rejections_too_large, stats.rejections_busy), (2, 0));
+    }
+
+    #[test]
+    fn requests_round_up_to_kib() {
+        let b = budget(4 * 1024, 0, Duration::from_secs(1));
+        let held: Vec<_> = (0..4).map(|_| b.try_reserve(1).unwrap()).collect();
+        assert!(matches!(b.try_reserve(1), Err(Busy::Exhausted { .. })));
+        assert_eq!(b.stats().reserved_bytes, 4);
+        drop(held);
+        // Zero bytes is a valid (free) reservation.
+        assert_eq!(b.try_reserve(0).unwrap().bytes(), 0);
+        // A budget under 1 KiB admits nothing but empty requests.
+        let tiny = budget(1000, 0, Duration::from_secs(1));
+        assert!(matches!(tiny.try_reserve(1), Err(Busy::TooLarge { .. })));
+    }
+
+    #[test]
+    fn stats_and_drop_release() {
+        let b = budget(10 * MIB, 2, Duration::from_secs(5));
+        let r1 = b.try_reserve(3 * MIB + 5).unwrap();
+        let r2 = b.try_reserve(2 * MIB).unwrap();
+        let stats = b.stats();
+        assert_eq!(stats.total_bytes, 10 * MIB);
+        assert_eq!(stats.reserved_bytes, 5 * MIB + 5);
+        assert_eq!(stats.in_flight, 2);
+        assert_eq!(stats.admitted, 2);
+        drop(r1);
+        let stats = b.stats();
+        assert_eq!((stats.reserved_bytes, stats.in_flight), (2 * MIB, 1));
+        assert_eq!(stats.peak_reserved, 5 * MIB + 5);
+        drop(r2);
+        let stats = b.stats();
+        assert_eq!(
+            (stats.reserved_bytes, stats.in_flight, stats.queued),
+            (0, 0, 0)
+        );
+        // Everything came back: the whole budget is free again.
+        drop(b.try_reserve(10 * MIB).unwrap());
+        assert_eq!(b.stats().admitted, 3);
+        assert_eq!(b.stats().peak_reserved, 10 * MIB);
+    }
+
+    #[test]
+    fn grow_takes_more_or_fails_without_waiting() {
+        let b = budget(8 * MIB, 2, Duration::from_secs(5));
+        let mut r = b.try_reserve(MIB).unwrap();
+        r.grow(2 * MIB).unwrap();
+        assert_eq!(r.bytes(), 3 * MIB);
+        assert_eq!(b.stats().reserved_bytes, 3 * MIB);
+        r.grow(0).unwrap();
+        // Growth within the already-rounded KiB needs no new permits.
+        let mut small = b.try_reserve(1).unwrap();
+        small.grow(1023).unwrap();
+        assert_eq!(small.bytes(), 1024);
+
+        let other = b.try_reserve(4 * MIB).unwrap();
+        assert!(matches!(r.grow(2 * MIB), Err(Busy::Exhausted { .. })));
+        assert_eq!(r.bytes(), 3 * MIB);
+        assert!(matches!(r.grow(6 * MIB), Err(Busy::TooLarge { .. })));
+        assert!(matches!(r.grow(u64::MAX), Err(Busy::TooLarge { .. })));
+        drop(other);
+        r.grow(4 * MIB).unwrap();
+        drop(small);
+        drop(r);
+        let stats = b.stats();
+        assert_eq!((stats.reserved_bytes, stats.in_flight), (0, 0));
+        // The grown permits came back too.
+        drop(b.try_reserve(8 * MIB).unwrap());
+    }
+
+    #[tokio::test]
+    async fn waiters_are_served_in_order() {
+        let b = budget(4 * 1024, 4, Duration::from_secs(30));
+        let all = b.try_reserve(4 * 1024).unwrap();
+        let big = {
+            let b = b.clone();
+            tokio::spawn(async move { b.reserve(4 * 1024, "big").await })
+        };
+        wait_for("big to queue", || b.stats().queued == 1).await;
+        let small = {
+            let b = b.clone();
+            tokio::spawn(async move { b.reserve(1024, "small").await })
+        };
+        wait_for("small to queue", || b.stats().queued == 2).await;
+        drop(all);
+        let big = big.await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!small.is_finished(), "small overtook big");
+        drop(big);
+        assert_eq!(small.await.unwrap().unwrap().bytes(), 1024);
+    }
+
+    #[tokio::test]
+    async fn cancelled_waiter_leaves_the_queue() {
+        let b = budget(MIB, 1, Duration::from_secs(30));
+        let all = b.try_reserve(MIB).unwrap();
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.reserve(MIB, "gives up").await })
+        };
+        wait_for("queued", || b.stats().queued == 1).await;
+        waiter.abort();
+        wait_for("dequeued", || b.stats().queued == 0).await;
+        drop(all);
+        // The cancelled waiter holds nothing.
+        drop(b.try_reserve(MIB).unwrap());
+        assert_eq!(b.stats().admitted, 2);
+    }
+
+    #[test]
+    fn retry_after_uses_hold_times() {
+        let b = budget(MIB, 4, Duration::from_secs(60));
+        // No history: half the queue timeout.
+        assert_eq!(b.inner.retry_after(), Duration::from_secs(30));
+        b.inner.hold_avg_ms.store(4_000, Ordering::Relaxed);
+        // Nothing in flight and nobody queued: one period.
+        assert_eq!(b.inner.retry_after(), Duration::from_secs(4));
+        b.inner.in_flight.store(2, Ordering::Relaxed);
+        b.inner.queued.store(3, Ordering::Relaxed);
+        // 4 requests (3 queued + this one) through 2 slots: two periods.
+        assert_eq!(b.inner.retry_after(), Duration::from_secs(8));
+        b.inner.hold_avg_ms.store(120_000, Ordering::Relaxed);
+        assert_eq!(b.inner.retry_after(), Duration::from_secs(60));
+        b.inner.hold_avg_ms.store(10, Ordering::Relaxed);
+        assert_eq!(b.inner.retry_after(), Duration::from_secs(1));
+        b.inner.in_flight.store(0, Ordering::Relaxed);
+        b.inner.queued.store(0, Ordering::Relaxed);
+
+        b.inner.hold_avg_ms.store(0, Ordering::Relaxed);
+        b.inner.record_hold(Duration::from_millis(800));
+        assert_eq!(b.inner.hold_avg_ms.load(Ordering::Relaxed), 800);
+        b.inner.record_hold(Duration::from_millis(1600));
+        assert_eq!(b.inner.hold_avg_ms.load(Ordering::Relaxed), 900);
+    }
+
+    #[test]
+    fn plan_splits_the_limit() {
+        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB);
+        assert_eq!(
+            p,
+            Plan {
+                limit: 1024 * MIB,
+                baseline: 24 * MIB,
+                budget: 500 * MIB,
+                per_request: 100 * MIB,
+                max_concurrent: 5,
+            }
+        );
+        assert!(p.is_viable());
+
+        // Budget smaller than one request: not viable.
+        let p = plan(256 * MIB, 56 * MIB, 0.5, 101 * MIB);
+        assert_eq!((p.budget, p.max_concurrent), (100 * MIB, 0));
+        assert!(!p.is_viable());
+        // Exactly one fits.
+        assert_eq!(plan(256 * MIB, 56 * MIB, 0.5, 100 * MIB).max_concurrent, 1);
+
+        // Baseline above the limit saturates to nothing.
+        let p = plan(100 * MIB, 200 * MIB, 0.7, MIB);
+        assert_eq!((p.budget, p.max_concurrent), (0, 0));
+
+        // Fractions are clamped; NaN is 0.
+        assert_eq!(plan(100 * MIB, 0, 1.5, MIB).budget, 100 * MIB);
+        assert_eq!(plan(100 * MIB, 0, -1.0, MIB).budget, 0);
+        assert_eq!(plan(100 * MIB, 0, f64::NAN, MIB).budget, 0);
+        assert_eq!(plan(u64::MAX, 0, 1.0, MIB).budget, u64::MAX);
+        assert_eq!(plan(100 * MIB, 0, 0.5, 0).max_concurrent, 0);
+    }
+}

@@ -1,0 +1,37 @@
+//! Transports: MCP over stdio (the default) and, later in this file's life,
+//! streamable HTTP. stdout belongs to the protocol; nothing else writes it.
+
+use rmcp::ServiceExt as _;
+use rmcp::transport::async_rw::AsyncRwTransport;
+
+use crate::app::SharedApp;
+use crate::mcp::ImageServer;
+
+/// Give memory back to the OS once the server has been idle for a second
+/// after work.
+pub fn idle_purger(app: &SharedApp) -> tokio::task::JoinHandle<()> {
+    let budget = app.budget().clone();
+    crate::memory::spawn_idle_purger(move || {
+        let s = budget.stats();
+        crate::memory::Activity {
+            in_flight: s.in_flight,
+            work_done: s.admitted,
+        }
+    })
+}
+
+/// Serve one MCP session on stdin/stdout until the client goes away.
+pub async fn stdio(app: SharedApp, max_line_bytes: usize) -> Result<(), String> {
+    let purger = idle_purger(&app);
+    let (stdin, stdout) = rmcp::transport::stdio();
+    let transport =
+        AsyncRwTransport::new_server(stdin, stdout).with_max_line_length(max_line_bytes);
+    let service = ImageServer::new(app)
+        .serve(transport)
+        .await
+        .map_err(|e| format!("MCP session failed to start: {e}"))?;
+    let reason = service.waiting().await;
+    purger.abort();
+    tracing::info!(?reason, "stdio session ended");
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! The Azure Blob backend over `object_store`. Each block is one Put Block,
+//! spawned so it uploads while the next block is still being decoded, with
+//! at most `max_in_flight` outstanding per upload; the block list is put
+//! only at `commit`, so an aborted upload leaves uncommitted blocks that
+//! Azure discards, never a visible blob. Container creation lives in
+//! `azure_setup`, connection strings in `connstr`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::azure::MicrosoftAzure;
+use object_store::path::Path;
+use object_store::signer::Signer as _;
+use object_store::{
+    Attribute, Attributes, MultipartUpload, ObjectStore, ObjectStoreExt as _, PutMultipartOptions,
+    PutOptions, PutPayload,
+};
+use tokio::task::JoinSet;
+
+use super::connstr::{ConnectionString, Credential};
+use super::{StorageKind, StoreError, Stored};
+
+/// How returned URLs grant read access.
+#[derive(Debug, Clone)]
+pub enum UrlMode {
+    /// A read-only SAS signed with the account key (or a user delegation
+    /// key under workload identity), valid for this long.
+    Signed(Duration),
+    /// The plain blob URL: for containers made public on purpose.
+    Public,
+    /// Append the connection string's own SAS token.
+    ConnectionSas,
+}
+
+pub struct AzureStore {
+    store: Arc<MicrosoftAzure>,
+    cs: ConnectionString,
+    container: String,
+    url_mode: UrlMode,
+    max_in_flight: usize,
+}
+
+impl AzureStore {
+    pub fn new(
+        cs: ConnectionString,
+        container: String,
+        public_urls: bool,
+        sas_ttl: Duration,
+        max_in_flight: usize,
+    ) -> Result<Self, StoreError> {
+        let store = cs
+            .builder(&container)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let url_mode = if public_urls {
+            UrlMode::Public
+        } else if matches!(cs.credential, Credential::Sas(_)) {
+            UrlMode::ConnectionSas
+        } else {
+            UrlMode::Signed(sas_ttl)
+        };
+        Ok(Self {
+            store: Arc::new(store),
+            cs,
+            container,
+            url_mode,
+            max_in_flight: max_in_flight.max(1),
+        })
+    }
+
+    /// Workload or managed identity: no connection string, the account
+    /// name only. SAS URLs are signed with a user delegation key.
+    pub fn with_identity(
+        account: &str,
+        container: String,
+        public_urls: bool,
+        sas_ttl: Duration,
+        max_in_flight: usize,
+    ) -> Result<Self, StoreError> {
+        let store = super::connstr::builder_for_identity(account, &container)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let endpoint = url::Url::parse(&format!("https://{account}.blob.core.windows.net"))
+            .map_err(|e| StoreError::Config(format!("account name {account:?}: {e}")))?;
+        let cs = ConnectionString {
+            account: account.to_string(),
+            blob_endpoint: endpoint,
+            credential: Credential::None,
+            is_emulator_style: false,
+        };
+        Ok(Self {
+            store: Arc::new(store),
+            cs,
+            container,
+            url_mode: if public_urls {
+                UrlMode::Public
+            } else {
+                UrlMode::Signed(sas_ttl)
+            },
+            max_in_flight: max_in_flight.max(1),
+        })
+    }
+
+    /// The blob name, if `url` points into this server's container
+    /// (whatever its query string, so an expired SAS still works for us).
+    pub fn blob_name_from_url(&self, url: &url::Url) -> Option<String> {
+        let base = self.cs.container_url(&self.container);
+        if url.scheme() != base.scheme()
+            || url.host_str() != base.host_str()
+            || url.port_or_known_default() != base.port_or_known_default()
+        {
+            return None;
+        }
+        let prefix = format!("{}/", base.path().trim_end_matches('/'));
+        let rest = url.path().strip_prefix(&prefix)?;
+        let name = percent_decode(rest)?;
+        (!name.is_empty() && !name.contains("..")).then_some(name)
+    }
+
+    /// Read a blob of this container as a stream of chunks.
+    pub async fn get_stream(
+        &self,
+        name: &str,
+    ) -> Result<futures::stream::BoxStream<'static, object_store::Result<Bytes>>, StoreError> {
+        let r = self
+            .store
+            .get(&Path::from(name))
+            .await
+            .map_err(|e| map_err(e, &self.container))?;
+        Ok(r.into_stream())
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "Azure Blob container {} at {}",
+            self.container, self.cs.blob_endpoint
+        )
+    }
+
+    pub fn connection(&self) -> &ConnectionString {
+        &self.cs
+    }
+
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+
+    pub fn object_store(&self) -> &MicrosoftAzure {
+        &self.store
+    }
+
+    fn attributes(content_type: &'static str) -> Attributes {
+        let mut a = Attributes::new();
+        a.insert(Attribute::ContentType, content_type.into());
+        a
+    }
+
+    pub fn begin(
+        &self,
+        name: String,
+        content_type: &'static str,
+    ) -> Result<AzureUpload, StoreError> {
+        let path = Path::from(name.as_str());
+        Ok(AzureUpload {
+            store: Arc::clone(&self.store),
+            path,
+            name,
+            content_type,
+            upload: None,
+            tasks: JoinSet::new(),
+            max_in_flight: self.max_in_flight,
+            url: self.url_source(),
+        })
+    }
+
+    pub async fn put_small(
+        &self,
+        name: String,
+        content_type: &'static str,
+        data: Bytes,
+    ) -> Result<Stored, StoreError> {
+        let path = Path::from(name.as_str());
+        let opts = PutOptions {
+            attributes: Self::attributes(content_type),
+            ..PutOptions::default()
+        };
+        self.store
+            .put_opts(&path, PutPayload::from(data), opts)
+            .await
+            .map_err(|e| map_err(e, &self.container))?;
+        self.url_source().stored(&self.store, &path, name).await
+    }
+
+    fn url_source(&self) -> UrlSource {
+        UrlSource {
+            mode: self.url_mode.clone(),
+            cs: self.cs.clone(),
+            container: self.container.clone(),
+        }
+    }
+}
+
+/// What an upload needs to produce its URL after commit.
+struct UrlSource {
+    mode: UrlMode,
+    cs: ConnectionString,
+    container: String,
+}
+
+impl UrlSource {
+    async fn stored(
+        &self,
+        store: &MicrosoftAzure,
+        path: &Path,
+        name: String,
+    ) -> Result<Stored, StoreError> {
+        let url = match &self.mode {
+            UrlMode::Public => self.cs.blob_url(&self.container, &name).to_string(),
+            UrlMode::ConnectionSas => {
+                let mut u = self.cs.blob_url(&self.container, &name);
+                if let Credential::Sas(sas) = &self.cs.credential {
+                    u.set_query(Some(sas.expose()));
+                }
+                u.to_string()
+            }
+            UrlMode::Signed(ttl) => store
+                .signed_url(http::Method::GET, path, *ttl)
+                .await
+                .map_err(|e| map_err(e, &self.container))?
+                .to_string(),
+        };
+        Ok(Stored {
+            url,
+            path: None,
+            blob_name: name,
+            storage: StorageKind::Azure,
+        })
+    }
+}
+
+pub struct AzureUpload {
+    store: Arc<MicrosoftAzure>,
+    path: Path,
+    name: String,
+    content_type: &'static str,
+    upload: Option<Box<dyn MultipartUpload>>,
+    /// Put Block requests in flight; dropping the set aborts them.
+    tasks: JoinSet<object_store::Result<()>>,
+    max_in_flight: usize,
+    url: UrlSource,
+}
+
+impl AzureUpload {
+    pub async fn write(&mut self, block: Bytes) -> Result<(), StoreError> {
+        while self.tasks.len() >= self.max_in_flight {
+            self.join_one().await?;
+        }
+        if self.upload.is_none() {
+            // No request is made here: object_store sends the attributes
+            // with the block list at completion.
+            let opts = PutMultipartOptions {
+                attributes: AzureStore::attributes(self.content_type),
+                ..PutMultipartOptions::default()
+            };
+            let up = self
+                .store
+                .put_multipart_opts(&self.path, opts)
+                .await
+                .map_err(|e| map_err(e, &self.url.container))?;
+            self.upload = Some(up);
+        }
+        if let Some(up) = self.upload.as_mut() {
+            // The block id is fixed now, in order; the request runs on its own.
+            let part = up.put_part(PutPayload::from(block));
+            self.tasks.spawn(part);
+        }
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<(), StoreError> {
+        match self.tasks.join_next().await {
+            Some(Ok(Ok(()))) | None => Ok(()),
+            Some(Ok(Err(e))) => Err(map_err(e, &self.url.container)),
+            Some(Err(e)) => Err(StoreError::Azure(format!("upload task failed: {e}"))),
+        }
+    }
+
+    pub async fn commit(mut self) -> Result<Stored, StoreError> {
+        while !self.tasks.is_empty() {
+            self.join_one().await?;
+        }
+        let mut up = self
+            .upload
+            .take()
+            .ok_or_else(|| StoreError::Azure("nothing was uploaded".into()))?;
+        up.complete()
+            .await
+            .map_err(|e| map_err(e, &self.url.container))?;
+        self.url
+            .stored(&self.store, &self.path, self.name.clone())
+            .await
+    }
+
+    pub async fn abort(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        if let Some(mut up) = self.upload.take() {
+            let _ = up.abort().await;
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// object_store errors to messages that say what to fix. Its Display can
+/// carry a URL; signed URLs are never put into requests it reports, and the
+/// account key never appears in a URL.
+fn map_err(e: object_store::Error, container: &str) -> StoreError {
+    let text = e.to_string();
+    match e {
+        object_store::Error::NotFound { .. } if text.contains("ContainerNotFound") => {
+            StoreError::ContainerMissing(container.to_string())
+        }
+        object_store::Error::NotFound { .. } => StoreError::ContainerMissing(container.to_string()),
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => StoreError::AzureAuth(short(&text)),
+        _ if text.contains("403") || text.contains("AuthorizationFailure") => {
+            StoreError::AzureAuth(short(&text))
+        }
+        _ => StoreError::Azure(short(&text)),
+    }
+}
+
+/// Keep messages readable and free of query strings (SAS signatures).
+fn short(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(400));
+    for word in text.split_inclusive(char::is_whitespace) {
+        if let Some(q) = word.find('?')
+            && word[..q].contains("://")
+        {
+            out.push_str(&word[..q]);
+            out.push_str("?…");
+            if word.ends_with(char::is_whitespace) {
+                out.push(' ');
+            }
+            continue;
+        }
+        out.push_str(word);
+    }
+    out.chars().take(400).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn query_strings_are_cut_from_messages() {
+        let m = short("error sending request for url (http://h/acct/c/b?sv=1&sig=SECRET) failed");
+        assert!(!m.contains("SECRET"), "{m}");
+        assert!(m.contains("http://h/acct/c/b?…"));
+    }
+}

@@ -1,0 +1,213 @@
+//! Shared test kit: the real server binary driven by rmcp's real client over
+//! stdio, the fake Gemini in-process, and Azurite (started by
+//! scripts/test.sh, found through AZURITE_BLOB_ENDPOINT).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nano_banana_mcp::testkit::fake_gemini::{FakeConfig, FakeGemini};
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::RunningService;
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt as _};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt as _;
+
+pub const TEST_KEY: &str = "AIzaTEST-KEY-do-not-log-0123456789";
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nano-banana-mcp"))
+}
+
+pub async fn fake() -> FakeGemini {
+    FakeGemini::start(
+        FakeConfig {
+            api_key: Some(TEST_KEY.to_string()),
+            ..FakeConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("fake gemini starts")
+}
+
+/// Azurite's blob endpoint, e.g. http://127.0.0.1:10000/devstoreaccount1.
+/// Without it Azure tests are skipped, unless REQUIRE_AZURITE is set (CI).
+pub fn azurite() -> Option<String> {
+    match std::env::var("AZURITE_BLOB_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ => {
+            assert!(
+                std::env::var_os("REQUIRE_AZURITE").is_none(),
+                "REQUIRE_AZURITE is set but AZURITE_BLOB_ENDPOINT is not"
+            );
+            eprintln!("skipped: no Azurite (run scripts/test.sh to start one)");
+            None
+        }
+    }
+}
+
+/// The well-known Azurite development key (public, documented by Microsoft).
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+pub fn azurite_connection_string(endpoint: &str) -> String {
+    format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint={endpoint};"
+    )
+}
+
+/// A running server under test, with its captured stderr.
+pub struct Server {
+    pub client: RunningService<RoleClient, ()>,
+    pub stderr: tokio::task::JoinHandle<String>,
+    pub pid: Option<u32>,
+}
+
+pub struct ServerOpts<'a> {
+    pub fake: &'a FakeGemini,
+    pub out_dir: Option<&'a Path>,
+    pub azure: Option<(String, String)>,
+    pub env: Vec<(String, String)>,
+}
+
+pub async fn start(opts: ServerOpts<'_>) -> Server {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("GEMINI_API_KEY", TEST_KEY)
+        .env("GEMINI_BASE_URL", opts.fake.base_url())
+        .env("GEMINI_RETRY_BASE_MS", "50")
+        .env("LOG_LEVEL", "info");
+    if let Some(d) = opts.out_dir {
+        cmd.env("NANO_BANANA_OUTPUT_DIR", d);
+    }
+    if let Some((cs, container)) = &opts.azure {
+        cmd.env("AZURE_STORAGE_CONNECTION_STRING", cs)
+            .env("AZURE_STORAGE_CONTAINER_NAME", container);
+    }
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    let (transport, stderr) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let pid = transport.id();
+    let stderr = tokio::spawn(async move {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s).await;
+        }
+        s
+    });
+    let client = ().serve(transport).await.expect("initialize");
+    Server {
+        client,
+        stderr,
+        pid,
+    }
+}
+
+impl Server {
+    pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
+        let Value::Object(map) = args else {
+            panic!("arguments must be an object")
+        };
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            self.client
+                .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(map)),
+        )
+        .await
+        .expect("tool call timed out")
+        .expect("tool call")
+    }
+
+    /// Stop the server and return everything it logged.
+    pub async fn stop(self) -> String {
+        let _ = self.client.cancel().await;
+        tokio::time::timeout(Duration::from_secs(20), self.stderr)
+            .await
+            .expect("stderr closes")
+            .expect("stderr task")
+    }
+}
+
+pub fn text_of(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn is_error(r: &CallToolResult) -> bool {
+    r.is_error == Some(true)
+}
+
+pub fn structured(r: &CallToolResult) -> Value {
+    r.structured_content.clone().unwrap_or(Value::Null)
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Download a URL with a plain HTTP client (test images are small).
+#[allow(clippy::disallowed_methods)]
+pub async fn download(url: &str) -> (u16, Option<String>, Vec<u8>) {
+    let resp = reqwest::get(url).await.expect("GET");
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, ct, resp.bytes().await.expect("body").to_vec())
+}
+
+/// Files in a folder, hidden temp files included.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Blob names in an Azurite container (a signed List Blobs).
+pub async fn list_blobs(endpoint: &str, container: &str) -> Vec<String> {
+    use futures::TryStreamExt as _;
+    use object_store::ObjectStore as _;
+    let cs = nano_banana_mcp::store::connstr::parse(&azurite_connection_string(endpoint))
+        .expect("connection string");
+    let store = cs.builder(container).build().expect("store");
+    let list: Vec<_> = store.list(None).try_collect().await.unwrap_or_default();
+    let mut names: Vec<String> = list.into_iter().map(|m| m.location.to_string()).collect();
+    names.sort();
+    names
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() % 1_000_000_000_000)
+            .unwrap_or(0)
+    )
+}
+
+pub fn prompt(directives: &str) -> Value {
+    json!({ "prompt": format!("a test image {directives}") })
+}
