@@ -209,6 +209,13 @@ impl App {
                 gemini,
                 store,
                 budget,
+                // Enough free buffers for every admitted request's blocks.
+                pool: crate::memory::pool::BlockPool::new(
+                    cfg.block_size as usize,
+                    (plan.max_concurrent as usize)
+                        .saturating_mul(cfg.blocks_in_flight + 2)
+                        .min(1024),
+                ),
                 cfg: pipeline_cfg,
             },
             fetcher,

@@ -191,6 +191,8 @@ pub struct Pipeline {
     pub store: Arc<Store>,
     pub budget: Budget,
     pub cfg: PipelineConfig,
+    /// Block buffers shared by all requests.
+    pub pool: crate::memory::pool::BlockPool,
 }
 
 impl Pipeline {
@@ -301,7 +303,8 @@ impl Pipeline {
         progress: &dyn Progress,
         cancel: &CancellationToken,
     ) -> Result<Summary, PipelineError> {
-        let mut extractor = Extractor::new(streaming.framing, self.cfg.limits);
+        let mut extractor =
+            Extractor::with_pool(streaming.framing, self.cfg.limits, self.pool.clone());
         let mut body = streaming.response.bytes_stream();
         let mut events = Vec::new();
         loop {

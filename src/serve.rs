@@ -11,8 +11,13 @@ use crate::mcp::ImageServer;
 /// after work.
 pub fn idle_purger(app: &SharedApp) -> tokio::task::JoinHandle<()> {
     let budget = app.budget().clone();
+    let pool = app.pipeline.pool.clone();
     crate::memory::spawn_idle_purger(move || {
         let s = budget.stats();
+        if s.in_flight == 0 {
+            // Free buffers go back to the allocator, which then purges.
+            pool.clear();
+        }
         crate::memory::Activity {
             in_flight: s.in_flight,
             work_done: s.admitted,

@@ -6,10 +6,11 @@
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::ExtractError;
+use crate::memory::pool::{BlockPool, PoolBuf};
 
 const ENGINE: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
@@ -27,7 +28,8 @@ pub struct B64Blocks {
     /// Characters left over from the previous piece (fewer than four).
     quad: [u8; 4],
     quad_len: usize,
-    block: BytesMut,
+    pool: BlockPool,
+    block: Option<PoolBuf>,
     filled: usize,
     hasher: Sha256,
     total: u64,
@@ -50,13 +52,14 @@ pub struct Finished {
 }
 
 impl B64Blocks {
-    pub fn new(block_size: usize, max_bytes: u64) -> Self {
+    pub fn new(pool: BlockPool, max_bytes: u64) -> Self {
         Self {
-            block_size,
+            block_size: pool.block_size(),
+            pool,
             max_bytes,
             quad: [0; 4],
             quad_len: 0,
-            block: BytesMut::new(),
+            block: None,
             filled: 0,
             hasher: Sha256::new(),
             total: 0,
@@ -153,8 +156,13 @@ impl B64Blocks {
                 // Whole quads whose output surely fits in the room left.
                 let take = (room / 3 * 4).min(s.len());
                 let now = &s[..take];
+                let filled = self.filled;
+                let block = self
+                    .block
+                    .as_mut()
+                    .ok_or(ExtractError::Syntax("no block"))?;
                 let n = ENGINE
-                    .decode_slice(now, &mut self.block[self.filled..])
+                    .decode_slice(now, &mut block[filled..])
                     .map_err(|_| ExtractError::InvalidBase64("invalid character in image data"))?;
                 // Padding shortens the output: legal only at the very end.
                 self.padded = n < take / 4 * 3;
@@ -179,8 +187,8 @@ impl B64Blocks {
     }
 
     fn ensure_block(&mut self) {
-        if self.block.is_empty() {
-            self.block = BytesMut::zeroed(self.block_size);
+        if self.block.is_none() {
+            self.block = Some(self.pool.take());
             self.filled = 0;
         }
     }
@@ -203,7 +211,10 @@ impl B64Blocks {
         while !bytes.is_empty() {
             self.ensure_block();
             let k = bytes.len().min(self.block_size - self.filled);
-            self.block[self.filled..self.filled + k].copy_from_slice(&bytes[..k]);
+            let filled = self.filled;
+            if let Some(block) = self.block.as_mut() {
+                block[filled..filled + k].copy_from_slice(&bytes[..k]);
+            }
             self.filled += k;
             bytes = &bytes[k..];
             if self.filled == self.block_size {
@@ -217,8 +228,10 @@ impl B64Blocks {
         if self.filled == 0 {
             return;
         }
-        self.block.truncate(self.filled);
-        let data = self.block.split().freeze();
+        let Some(block) = self.block.take() else {
+            return;
+        };
+        let data = block.freeze(self.filled);
         self.hasher.update(&data);
         let keep = data.len().min(TAIL_KEEP);
         let tail_start = data.len() - keep;
@@ -234,7 +247,6 @@ impl B64Blocks {
             index: self.blocks_sealed,
         });
         self.blocks_sealed += 1;
-        self.block = BytesMut::new();
         self.filled = 0;
     }
 
@@ -287,7 +299,7 @@ mod tests {
     use base64::engine::general_purpose::STANDARD;
 
     fn run(encoded: &[u8], cuts: &[usize], block: usize) -> (Vec<u8>, Vec<usize>) {
-        let mut d = B64Blocks::new(block, u64::MAX);
+        let mut d = B64Blocks::new(BlockPool::new(block, 4), u64::MAX);
         let mut out = Vec::new();
         let mut last = 0;
         for &c in cuts {
@@ -326,18 +338,18 @@ mod tests {
 
     #[test]
     fn invalid_and_oversized_input_fail() {
-        let mut d = B64Blocks::new(16, u64::MAX);
+        let mut d = B64Blocks::new(BlockPool::new(16, 4), u64::MAX);
         let mut out = Vec::new();
         assert!(d.push(b"QUJD!!!!QUJD", &mut out).is_err());
-        let mut d = B64Blocks::new(16, 5);
+        let mut d = B64Blocks::new(BlockPool::new(16, 4), 5);
         assert!(matches!(
             d.push(b"QUJDREVGR0g=", &mut out),
             Err(ExtractError::ImageTooLarge(5))
         ));
-        let mut d = B64Blocks::new(16, u64::MAX);
+        let mut d = B64Blocks::new(BlockPool::new(16, 4), u64::MAX);
         assert!(d.push(b"QQ==QUJD", &mut out).is_err());
         let d = {
-            let mut d = B64Blocks::new(16, u64::MAX);
+            let mut d = B64Blocks::new(BlockPool::new(16, 4), u64::MAX);
             d.push(b"QUJDR", &mut out).expect("push");
             d
         };

@@ -13,6 +13,7 @@ pub mod sniff;
 use bytes::Bytes;
 use serde::Serialize;
 
+pub use crate::memory::pool::BlockPool;
 pub use scanner::Limits;
 use scanner::Scanner;
 
@@ -111,11 +112,18 @@ pub struct Extractor {
 }
 
 impl Extractor {
+    /// An extractor with its own small pool of block buffers.
     pub fn new(framing: Framing, limits: Limits) -> Self {
+        Self::with_pool(framing, limits, BlockPool::new(limits.block_size, 2))
+    }
+
+    /// An extractor whose blocks come from (and return to) a shared pool;
+    /// the pool's block size wins over `limits.block_size`.
+    pub fn with_pool(framing: Framing, limits: Limits, pool: BlockPool) -> Self {
         Self {
             framing,
             sse: SseFramer::default(),
-            scanner: Scanner::new(limits, framing == Framing::Sse),
+            scanner: Scanner::new(limits, pool, framing == Framing::Sse),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use super::b64::{B64Blocks, Sealed};
 use super::{Event, ExtractError, ImageBlock, ImageEnd, StreamError, Summary};
+use crate::memory::pool::BlockPool;
 
 /// Caps that keep one response's bookkeeping small.
 #[derive(Debug, Clone, Copy)]
@@ -197,6 +198,7 @@ struct Part {
 
 pub struct Scanner {
     limits: Limits,
+    pool: BlockPool,
     /// SSE: one value per event; JSON: exactly one value in all.
     per_event: bool,
     state: State,
@@ -220,9 +222,10 @@ pub struct Scanner {
 }
 
 impl Scanner {
-    pub fn new(limits: Limits, per_event: bool) -> Self {
+    pub fn new(limits: Limits, pool: BlockPool, per_event: bool) -> Self {
         Self {
             limits,
+            pool,
             per_event,
             state: State::Top,
             stack: Vec::with_capacity(16),
@@ -436,7 +439,7 @@ impl Scanner {
                     Sink::Skip
                 } else {
                     self.decoder = Some(B64Blocks::new(
-                        self.limits.block_size,
+                        self.pool.clone(),
                         self.limits.max_image_bytes,
                     ));
                     Sink::Image

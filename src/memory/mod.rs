@@ -27,6 +27,7 @@ use std::fmt;
 pub mod alloc;
 pub mod budget;
 pub mod cgroup;
+pub mod pool;
 
 pub use alloc::{
     Activity, AllocConfig, AllocStats, IdlePurgeConfig, MallctlError, spawn_idle_purger,
