@@ -1,0 +1,289 @@
+//! edit_image, continue_editing and get_last_image_info end to end, and the
+//! input rules that keep the same tools safe over HTTP.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use base64::Engine as _;
+use common::*;
+use nano_banana_mcp::testkit::images::{Format, synth};
+use serde_json::json;
+
+fn png(size: usize, seed: u64) -> Vec<u8> {
+    synth(Format::Png, size, seed).bytes.to_vec()
+}
+
+/// A tiny HTTP server for URL inputs: `/img.png` serves an image, and
+/// `/redirect?to=URL` answers 302 to URL.
+async fn url_server(image: Vec<u8>) -> SocketAddr {
+    use axum::extract::Query;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let image = bytes::Bytes::from(image);
+    let app = axum::Router::new()
+        .route(
+            "/img.png",
+            get(move || {
+                let image = image.clone();
+                async move { ([("content-type", "image/png")], image) }
+            }),
+        )
+        .route(
+            "/redirect",
+            get(
+                |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    let to = q.get("to").cloned().unwrap_or_default();
+                    (axum::http::StatusCode::FOUND, [("location", to)]).into_response()
+                },
+            ),
+        )
+        .route("/text", get(|| async { "just text, not an image" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_stream_inputs_exactly() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("out");
+    let a = png(3 << 20, 1);
+    let b = png(100_000, 2);
+    let c = png(50_000, 3);
+    std::fs::write(dir.path().join("a.png"), &a).expect("write");
+    std::fs::write(dir.path().join("b.png"), &b).expect("write");
+    let s = start(ServerOpts {
+        fake: &fake,
+        out_dir: Some(&out),
+        azure: None,
+        env: vec![],
+    })
+    .await;
+
+    // A local file plus two references: a file and a data: URI.
+    let data_uri = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&c)
+    );
+    let r = s
+        .call(
+            "edit_image",
+            json!({
+                "imagePath": dir.path().join("a.png"),
+                "prompt": "make it pink fake:size=200000",
+                "referenceImages": [dir.path().join("b.png"), data_uri],
+            }),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let v = structured(&r);
+    assert!(v["blobName"].as_str().expect("name").starts_with("edited-"));
+    let req = fake.state.requests().pop().expect("request");
+    let got: Vec<&str> = req.inputs.iter().map(|i| i.sha256.as_str()).collect();
+    assert_eq!(got, vec![sha256_hex(&a), sha256_hex(&b), sha256_hex(&c)]);
+    assert!(req.prompt.contains("make it pink"));
+
+    // continue_editing sends the last image back, byte for byte.
+    let last_sha = v["sha256"].as_str().expect("sha").to_string();
+    let info = s.call("get_last_image_info", json!({})).await;
+    assert!(!is_error(&info), "{}", text_of(&info));
+    assert_eq!(structured(&info)["image"]["sha256"], last_sha.as_str());
+    let r = s
+        .call(
+            "continue_editing",
+            json!({"prompt": "now add a hat fake:size=150000"}),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let req = fake.state.requests().pop().expect("request");
+    assert_eq!(req.inputs.len(), 1);
+    assert_eq!(req.inputs[0].sha256, last_sha);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_from_azurite_urls_and_continue_with_gemini_3() {
+    let Some(endpoint) = azurite() else { return };
+    let fake = fake().await;
+    let container = unique("edit");
+    let s = start(ServerOpts {
+        fake: &fake,
+        out_dir: None,
+        azure: Some((azurite_connection_string(&endpoint), container.clone())),
+        env: vec![("GEMINI_MODEL".into(), "gemini-3-pro-image".into())],
+    })
+    .await;
+    let r = s.call("generate_image", prompt("fake:size=2MiB")).await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let first = structured(&r);
+    let url = first["url"].as_str().expect("url");
+    let sent_sig = fake.state.sent().pop().expect("sent").thought_signature;
+    assert!(sent_sig.is_some(), "gemini-3 responses carry a signature");
+
+    // Edit from the URL generate_image returned (Azurite, over http).
+    let r = s
+        .call(
+            "edit_image",
+            json!({"imagePath": url, "prompt": "brighter fake:size=300000"}),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let req = fake.state.requests().pop().expect("request");
+    assert_eq!(req.inputs[0].sha256, first["sha256"].as_str().expect("sha"));
+
+    // Multi-turn with Gemini 3: the previous signature goes back.
+    let edited_sig = fake.state.sent().pop().expect("sent").thought_signature;
+    let r = s
+        .call(
+            "continue_editing",
+            json!({"prompt": "and a moon fake:size=300000"}),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let req = fake.state.requests().pop().expect("request");
+    assert_eq!(req.thought_signatures, vec![edited_sig.expect("sig")]);
+    assert_eq!(req.inputs.len(), 1);
+    assert_eq!(req.inputs[0].role, "model");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_rules_refuse_what_they_should() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let allowed = dir.path().join("allowed");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&allowed).expect("mkdir");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    let img = png(200_000, 9);
+    std::fs::write(allowed.join("ok.png"), &img).expect("write");
+    std::fs::write(outside.join("secret.png"), &img).expect("write");
+    std::fs::write(allowed.join("big.png"), png(3 << 20, 10)).expect("write");
+    std::fs::write(allowed.join("notes.txt"), b"hello, not an image").expect("write");
+    std::os::unix::fs::symlink(outside.join("secret.png"), allowed.join("link.png"))
+        .expect("symlink");
+    let srv = url_server(img.clone()).await;
+    let private = url_server(img.clone()).await;
+    let s = start(ServerOpts {
+        fake: &fake,
+        out_dir: Some(&dir.path().join("out")),
+        azure: None,
+        env: vec![
+            (
+                "NANO_BANANA_ALLOWED_DIRS".into(),
+                allowed.display().to_string(),
+            ),
+            ("NANO_BANANA_MAX_INPUT_BYTES".into(), "1MiB".into()),
+            // The test server is on loopback; allow exactly that one host:port.
+            (
+                "NANO_BANANA_ALLOW_URL_HOSTS".into(),
+                format!("127.0.0.1:{}", srv.port()),
+            ),
+        ],
+    })
+    .await;
+    let edit = |path: String| json!({"imagePath": path, "prompt": "x"});
+    let cases = [
+        (
+            outside.join("secret.png").display().to_string(),
+            "--allowed-dir",
+        ),
+        (
+            format!("{}/../outside/secret.png", allowed.display()),
+            "--allowed-dir",
+        ),
+        (
+            allowed.join("link.png").display().to_string(),
+            "--allowed-dir",
+        ),
+        (
+            allowed.join("big.png").display().to_string(),
+            "--max-input-bytes",
+        ),
+        (allowed.join("notes.txt").display().to_string(), "not a PNG"),
+        ("http://169.254.169.254/latest/meta-data".into(), "https"),
+        (
+            "https://169.254.169.254/latest/meta-data".into(),
+            "link-local",
+        ),
+        (
+            format!("http://127.0.0.1:{}/img.png", private.port()),
+            "--allow-url-host",
+        ),
+        (
+            format!("https://127.0.0.1:{}/img.png", private.port()),
+            "loopback",
+        ),
+        (
+            format!(
+                "http://127.0.0.1:{}/redirect?to=http://127.0.0.1:{}/img.png",
+                srv.port(),
+                private.port()
+            ),
+            "--allow-url-host",
+        ),
+        (
+            format!(
+                "http://127.0.0.1:{}/redirect?to=https://169.254.169.254/",
+                srv.port()
+            ),
+            "link-local",
+        ),
+        (format!("http://127.0.0.1:{}/text", srv.port()), "not a PNG"),
+    ];
+    for (input, want) in cases {
+        let r = s.call("edit_image", edit(input.clone())).await;
+        assert!(is_error(&r), "{input} was accepted");
+        let t = text_of(&r);
+        assert!(t.contains(want), "{input}: {t:?} does not mention {want:?}");
+    }
+    // Four inputs are too many for gemini-2.5-flash-image.
+    let p = allowed.join("ok.png").display().to_string();
+    let r = s
+        .call(
+            "edit_image",
+            json!({"imagePath": p, "prompt": "x", "referenceImages": [p, p, p]}),
+        )
+        .await;
+    assert!(
+        is_error(&r) && text_of(&r).contains("at most 3"),
+        "{}",
+        text_of(&r)
+    );
+    // And what is allowed works: a file under the allowed dir, the allowed URL.
+    for ok in [
+        p.clone(),
+        format!("http://127.0.0.1:{}/img.png", srv.port()),
+    ] {
+        let r = s.call("edit_image", edit(ok.clone())).await;
+        assert!(!is_error(&r), "{ok}: {}", text_of(&r));
+        let req = fake.state.requests().pop().expect("request");
+        assert_eq!(req.inputs[0].sha256, sha256_hex(&img));
+    }
+    // No request reached Gemini for any refused input.
+    assert_eq!(fake.state.requests().len(), 2);
+    let r = s.call("continue_editing", json!({"prompt": "again"})).await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    s.stop().await;
+
+    // A fresh session has nothing to continue.
+    let s = start(ServerOpts {
+        fake: &fake,
+        out_dir: Some(&dir.path().join("out")),
+        azure: None,
+        env: vec![],
+    })
+    .await;
+    let r = s.call("continue_editing", json!({"prompt": "again"})).await;
+    assert!(is_error(&r) && text_of(&r).contains("generate_image"));
+    let r = s.call("get_last_image_info", json!({})).await;
+    assert!(is_error(&r));
+    s.stop().await;
+}
