@@ -22,6 +22,7 @@ pub struct App {
     pub pipeline: Pipeline,
     pub fetcher: crate::inputs::Fetcher,
     pub sessions: crate::mcp::Sessions,
+    pub metrics: crate::metrics::Metrics,
     pub limit: MemoryLimit,
     pub plan: Plan,
     pub transport: Transport,
@@ -219,6 +220,7 @@ impl App {
                 cfg: pipeline_cfg,
             },
             fetcher,
+            metrics: crate::metrics::Metrics::new(),
             sessions: crate::mcp::Sessions::new(
                 cfg.max_sessions,
                 std::time::Duration::from_secs(cfg.session_ttl_hours * 3600),

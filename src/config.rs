@@ -33,7 +33,88 @@ pub enum Command {
 }
 
 #[derive(Debug, Args, Default)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Serve MCP over streamable HTTP at ADDR (e.g. 0.0.0.0:8080) instead of stdio.
+    #[arg(long, env = "NANO_BANANA_HTTP_ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Bearer token clients must send (Authorization: Bearer …).
+    #[arg(long, env = "NANO_BANANA_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<Secret>,
+    /// File holding the bearer token (e.g. a mounted Kubernetes Secret).
+    #[arg(long, env = "NANO_BANANA_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Serve without auth; only allowed on a loopback address.
+    #[arg(long, env = "NANO_BANANA_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub no_auth: bool,
+    /// Host header values accepted on /mcp (DNS-rebinding protection),
+    /// comma-separated; "*" accepts any. Default: loopback names.
+    #[arg(long, env = "NANO_BANANA_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Origin header values accepted on /mcp (browsers), comma-separated.
+    #[arg(long, env = "NANO_BANANA_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// No MCP sessions (plain round-robin load balancing); continue_editing
+    /// then explains that it needs a session.
+    #[arg(long, env = "NANO_BANANA_STATELESS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub stateless: bool,
+    /// Let HTTP clients call configure_gemini_token (changes the key for all).
+    #[arg(long, env = "NANO_BANANA_ALLOW_CONFIGURE_TOKEN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_configure_token: bool,
+    /// Seconds in-flight calls get to finish after SIGTERM.
+    #[arg(long, env = "NANO_BANANA_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
+    pub shutdown_grace_secs: u64,
+    /// Largest HTTP request body on /mcp.
+    #[arg(long, env = "NANO_BANANA_MAX_BODY_BYTES", default_value = "8MiB", value_parser = size_arg)]
+    pub max_body_bytes: u64,
+    /// Idle MCP sessions are closed after this many seconds.
+    #[arg(long, env = "NANO_BANANA_SESSION_IDLE_SECS", default_value_t = 600)]
+    pub session_idle_secs: u64,
+}
+
+impl ServeArgs {
+    /// The HTTP settings, or one line saying what is wrong.
+    pub fn http_config(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<crate::http::HttpConfig, String> {
+        let token = match (&self.auth_token, &self.auth_token_file) {
+            (Some(t), _) if !t.is_empty() => Some(t.clone()),
+            (_, Some(f)) => {
+                let t = std::fs::read_to_string(f)
+                    .map_err(|e| format!("--auth-token-file {}: {e}", f.display()))?;
+                let t = t.trim();
+                if t.is_empty() {
+                    return Err(format!("--auth-token-file {} is empty", f.display()));
+                }
+                Some(Secret::new(t))
+            }
+            _ => None,
+        };
+        if token.is_none() && !self.no_auth {
+            return Err("HTTP mode needs a bearer token: set NANO_BANANA_AUTH_TOKEN or NANO_BANANA_AUTH_TOKEN_FILE (or --no-auth on a loopback address)".into());
+        }
+        if token.is_none() && !addr.ip().is_loopback() {
+            return Err(format!(
+                "--no-auth is only allowed on a loopback address, not {addr}"
+            ));
+        }
+        let allowed_hosts = if self.allowed_hosts.is_empty() {
+            vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+        } else {
+            self.allowed_hosts.clone()
+        };
+        Ok(crate::http::HttpConfig {
+            addr,
+            token,
+            allowed_hosts,
+            allowed_origins: self.allowed_origins.clone(),
+            stateless: self.stateless,
+            max_body_bytes: self.max_body_bytes as usize,
+            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
+            session_idle: std::time::Duration::from_secs(self.session_idle_secs.max(1)),
+        })
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct FakeGeminiArgs {

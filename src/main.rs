@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use clap::Parser as _;
 use nano_banana_mcp::app::{App, BuildOptions, Transport};
-use nano_banana_mcp::config::{Cli, Command, Config};
-use nano_banana_mcp::{memory, serve, testkit};
+use nano_banana_mcp::config::{Cli, Command, Config, ServeArgs};
+use nano_banana_mcp::{http, memory, serve, testkit};
 
 #[global_allocator]
 static GLOBAL: memory::alloc::Allocator = memory::alloc::ALLOCATOR;
@@ -25,6 +25,36 @@ fn init_logging(cfg: &Config) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+async fn serve_command(cfg: &Config, args: &ServeArgs) -> Result<(), String> {
+    match args.http {
+        Some(addr) => {
+            let http = args.http_config(addr)?;
+            let app = App::build(
+                cfg,
+                BuildOptions {
+                    transport: Transport::Http,
+                    allow_configure_token: args.allow_configure_token,
+                    stateless: args.stateless,
+                },
+            )
+            .await?;
+            http::serve(Arc::new(app), http).await
+        }
+        None => {
+            let app = App::build(
+                cfg,
+                BuildOptions {
+                    transport: Transport::Stdio,
+                    allow_configure_token: true,
+                    stateless: false,
+                },
+            )
+            .await?;
+            serve::stdio(Arc::new(app), cfg.max_line_bytes as usize).await
+        }
     }
 }
 
@@ -57,18 +87,8 @@ fn main() -> ExitCode {
             )
             .await
             .map_err(|e| e.to_string()),
-            None | Some(Command::Serve(_)) => {
-                let app = App::build(
-                    &cli.config,
-                    BuildOptions {
-                        transport: Transport::Stdio,
-                        allow_configure_token: true,
-                        stateless: false,
-                    },
-                )
-                .await?;
-                serve::stdio(Arc::new(app), cli.config.max_line_bytes as usize).await
-            }
+            None => serve_command(&cli.config, &ServeArgs::default()).await,
+            Some(Command::Serve(args)) => serve_command(&cli.config, &args).await,
         }
     });
     match result {

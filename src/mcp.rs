@@ -198,15 +198,17 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// Sends MCP progress notifications when the client asked for them.
-struct McpProgress {
+struct McpProgress<'a> {
+    app: &'a crate::app::App,
     peer: Peer<RoleServer>,
     token: Option<ProgressToken>,
     step: AtomicU64,
 }
 
-impl McpProgress {
-    fn new(ctx: &RequestContext<RoleServer>) -> Self {
+impl<'a> McpProgress<'a> {
+    fn new(app: &'a crate::app::App, ctx: &RequestContext<RoleServer>) -> Self {
         Self {
+            app,
             peer: ctx.peer.clone(),
             token: ctx.meta.get_progress_token(),
             step: AtomicU64::new(0),
@@ -226,7 +228,7 @@ impl McpProgress {
     }
 }
 
-impl Progress for McpProgress {
+impl Progress for McpProgress<'_> {
     fn stage(&self, stage: Stage) {
         let msg = match stage {
             Stage::Requesting => "started: asking Gemini".to_string(),
@@ -239,6 +241,7 @@ impl Progress for McpProgress {
     }
 
     fn retry(&self, attempt: u32, delay: Duration, reason: &str) {
+        self.app.metrics.retry();
         self.send(format!(
             "attempt {attempt} failed ({reason}); retrying in {:.1} s",
             delay.as_secs_f64()
@@ -256,20 +259,37 @@ impl ImageServer {
         }
     }
 
-    async fn run_job(&self, job: Job, ctx: &RequestContext<RoleServer>) -> CallToolResult {
-        let progress = McpProgress::new(ctx);
+    async fn run_job(
+        &self,
+        tool: &'static str,
+        job: Job,
+        ctx: &RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let progress = McpProgress::new(&self.app, ctx);
+        let started = Instant::now();
         match self.app.pipeline.run(job, &progress, &ctx.ct).await {
             Ok(img) => {
+                self.app
+                    .metrics
+                    .call(tool, "ok", started.elapsed(), img.bytes);
                 self.app.sessions.remember(self.session, &img);
                 image_result(&img)
             }
             Err(e) => {
+                self.app.metrics.call(tool, e.kind(), started.elapsed(), 0);
+                self.app.metrics.error(&e);
                 if !matches!(e, PipelineError::Cancelled) {
-                    tracing::warn!(kind = e.kind(), error = %e, "tool call failed");
+                    tracing::warn!(tool, kind = e.kind(), error = %e, "tool call failed");
                 }
                 tool_error(e)
             }
         }
+    }
+
+    /// Count a call refused before it reached the pipeline.
+    fn refused(&self, tool: &'static str, kind: &str, r: CallToolResult) -> CallToolResult {
+        self.app.metrics.call(tool, kind, Duration::ZERO, 0);
+        r
     }
 
     #[tool(
@@ -291,7 +311,9 @@ impl ImageServer {
             Ok(o) => o,
             Err(m) => return Ok(tool_error(m)),
         };
-        Ok(self.run_job(Job::generate(args.prompt, opts), &ctx).await)
+        Ok(self
+            .run_job("generate_image", Job::generate(args.prompt, opts), &ctx)
+            .await)
     }
 
     fn options(
@@ -357,10 +379,10 @@ impl ImageServer {
         };
         let images = match prepared {
             Ok(p) => p,
-            Err(e) => return Ok(tool_error(e)),
+            Err(e) => return Ok(self.refused("edit_image", "input", tool_error(e))),
         };
         let job = self.edit_job(args.prompt, opts, None, images);
-        Ok(self.run_job(job, &ctx).await)
+        Ok(self.run_job("edit_image", job, &ctx).await)
     }
 
     #[tool(
@@ -430,7 +452,7 @@ impl ImageServer {
                 self.edit_job(args.prompt, opts, None, images)
             }
         };
-        Ok(self.run_job(job, &ctx).await)
+        Ok(self.run_job("continue_editing", job, &ctx).await)
     }
 
     #[tool(

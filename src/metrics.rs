@@ -1,0 +1,214 @@
+//! Prometheus metrics: what happened (tool calls by outcome, latency,
+//! bytes, Gemini and storage errors, retries) is counted as it happens;
+//! what is (memory budget, RSS, allocator, cgroup usage) is read at scrape
+//! time. Rendering never blocks a request.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Gauges read at scrape time (all prefixed `nano_banana_`).
+const GAUGES: &[(&str, &str)] = &[
+    ("memory_limit_bytes", "Memory limit the server plans for"),
+    ("memory_budget_bytes", "Bytes requests may reserve"),
+    ("memory_reserved_bytes", "Bytes reserved by requests now"),
+    (
+        "memory_peak_reserved_bytes",
+        "Most bytes ever reserved at once",
+    ),
+    ("memory_per_request_bytes", "Reservation of one request"),
+    (
+        "max_concurrent_requests",
+        "Requests that fit the budget at once",
+    ),
+    ("requests_in_flight", "Requests holding a reservation"),
+    ("requests_queued", "Requests waiting for memory"),
+    ("process_rss_bytes", "Resident set size"),
+    ("process_peak_rss_bytes", "Peak resident set size (VmHWM)"),
+    ("jemalloc_allocated_bytes", "Bytes in live allocations"),
+    ("jemalloc_active_bytes", "Bytes in active pages"),
+    ("jemalloc_resident_bytes", "Bytes resident in the allocator"),
+    (
+        "jemalloc_retained_bytes",
+        "Bytes retained (returned to the OS, still mapped)",
+    ),
+    ("cgroup_memory_usage_bytes", "The cgroup's memory usage"),
+    (
+        "block_pool_free_blocks",
+        "Free block buffers kept for reuse",
+    ),
+];
+
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<Labels, Counter>,
+    latency: Family<Labels, Histogram>,
+    image_bytes: Counter,
+    gemini_errors: Family<Labels, Counter>,
+    storage_errors: Family<Labels, Counter>,
+    retries: Counter,
+    gauges: Vec<(&'static str, Gauge)>,
+    busy: Counter<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("nano_banana");
+        let calls = Family::<Labels, Counter>::default();
+        registry.register(
+            "tool_calls",
+            "Tool calls by tool and outcome",
+            calls.clone(),
+        );
+        let latency = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.05, 2.0, 14))
+        });
+        registry.register(
+            "tool_call_duration_seconds",
+            "Tool call latency by tool",
+            latency.clone(),
+        );
+        let image_bytes = Counter::default();
+        registry.register(
+            "image_bytes",
+            "Image bytes streamed from Gemini into storage",
+            image_bytes.clone(),
+        );
+        let gemini_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "gemini_errors",
+            "Gemini failures by kind",
+            gemini_errors.clone(),
+        );
+        let storage_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "storage_errors",
+            "Storage failures by kind",
+            storage_errors.clone(),
+        );
+        let retries = Counter::default();
+        registry.register("gemini_retries", "Gemini requests retried", retries.clone());
+        let busy = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "busy_rejections",
+            "Calls refused because the memory budget was spent",
+            busy.clone(),
+        );
+        let mut gauges = Vec::new();
+        for (name, help) in GAUGES {
+            let g = Gauge::default();
+            registry.register(*name, *help, g.clone());
+            gauges.push((*name, g));
+        }
+        Self {
+            registry,
+            calls,
+            latency,
+            image_bytes,
+            gemini_errors,
+            storage_errors,
+            retries,
+            gauges,
+            busy,
+        }
+    }
+
+    /// Record one finished tool call; `outcome` is "ok" or an error kind.
+    pub fn call(&self, tool: &str, outcome: &str, took: Duration, bytes: u64) {
+        self.calls
+            .get_or_create(&vec![
+                ("tool", tool.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
+        self.latency
+            .get_or_create(&vec![("tool", tool.to_string())])
+            .observe(took.as_secs_f64());
+        if bytes > 0 {
+            self.image_bytes.inc_by(bytes);
+        }
+    }
+
+    pub fn error(&self, err: &crate::pipeline::PipelineError) {
+        use crate::pipeline::PipelineError as E;
+        match err {
+            E::Gemini(_) | E::Extract(_) | E::Stream(_) | E::ReadTimeout(_) | E::NoImage(_) => {
+                self.gemini_errors
+                    .get_or_create(&vec![("kind", err.kind().to_string())])
+                    .inc();
+            }
+            E::Store(_) => {
+                self.storage_errors
+                    .get_or_create(&vec![("kind", err.kind().to_string())])
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+
+    pub fn retry(&self) {
+        self.retries.inc();
+    }
+
+    /// The text exposition, with gauges read now.
+    pub fn render(&self, app: &crate::app::App) -> String {
+        let m = app.memory_status();
+        let b = app.budget().stats();
+        let set = |name: &'static str, v: u64| {
+            if let Some((_, g)) = self.gauges.iter().find(|(n, _)| *n == name) {
+                g.set(v.min(i64::MAX as u64) as i64);
+            }
+        };
+        set("memory_limit_bytes", m.limit_bytes);
+        set("memory_budget_bytes", m.budget_bytes);
+        set("memory_reserved_bytes", m.reserved_bytes);
+        set("memory_peak_reserved_bytes", b.peak_reserved);
+        set("memory_per_request_bytes", m.per_request_bytes);
+        set("max_concurrent_requests", m.max_concurrent);
+        set("requests_in_flight", m.in_flight);
+        set("requests_queued", m.queued);
+        if let Some(r) = m.rss_bytes {
+            set("process_rss_bytes", r);
+        }
+        if let Some(r) = m.peak_rss_bytes {
+            set("process_peak_rss_bytes", r);
+        }
+        if let Some(s) = crate::memory::alloc::stats() {
+            set("jemalloc_allocated_bytes", s.allocated);
+            set("jemalloc_active_bytes", s.active);
+            set("jemalloc_resident_bytes", s.resident);
+            set("jemalloc_retained_bytes", s.retained);
+        }
+        if let Some(dir) = crate::memory::cgroup::locate()
+            && let Some(u) = crate::memory::cgroup::read_cgroup_memory_usage(&dir.path, dir.version)
+        {
+            set("cgroup_memory_usage_bytes", u);
+        }
+        let pool = app.pipeline.pool.stats();
+        set("block_pool_free_blocks", pool.free as u64);
+        // The budget counts rejections itself; mirror its total.
+        let seen = self.busy.get();
+        if b.rejections_busy > seen {
+            self.busy.inc_by(b.rejections_busy - seen);
+        }
+        let mut out = String::with_capacity(8 << 10);
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
