@@ -27,9 +27,85 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve MCP over stdio (the default) or streamable HTTP.
+    #[command(
+        after_help = "Examples:\n  nano-banana-mcp serve                       # stdio, for MCP clients\n  NANO_BANANA_AUTH_TOKEN=... nano-banana-mcp serve --http 0.0.0.0:8080 --allowed-hosts nano-banana.tools.svc"
+    )]
     Serve(ServeArgs),
+    /// Generate one image and print its URL or path.
+    #[command(
+        after_help = "Examples:\n  nano-banana-mcp generate \"a banana in space\"\n  nano-banana-mcp generate \"a city at dusk\" --aspect-ratio 16:9 --out ./images"
+    )]
+    Generate(GenerateCmd),
+    /// Edit an image (path, https URL or data: URI) and print the result's URL or path.
+    #[command(
+        after_help = "Examples:\n  nano-banana-mcp edit photo.png \"make the sky pink\"\n  nano-banana-mcp edit photo.png \"in this style\" --ref style.jpg"
+    )]
+    Edit(EditCmd),
+    /// See it work now: generate and edit with a built-in fake Gemini, no key, no account.
+    #[command(after_help = "Example:\n  nano-banana-mcp demo --out /tmp/demo")]
+    Demo(DemoCmd),
+    /// Check the configuration and print a checklist with a fix for each problem.
+    #[command(
+        after_help = "Examples:\n  nano-banana-mcp doctor\n  nano-banana-mcp doctor --offline"
+    )]
+    Doctor(DoctorCmd),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  nano-banana-mcp completions bash > ~/.local/share/bash-completion/completions/nano-banana-mcp"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// Run the built-in fake Gemini server (for demos, benchmarks and tests).
     FakeGemini(FakeGeminiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateCmd {
+    /// What to draw.
+    pub prompt: String,
+    /// 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9 or 21:9.
+    #[arg(long)]
+    pub aspect_ratio: Option<String>,
+    /// 1K, 2K or 4K (2K/4K need a Gemini 3 image model).
+    #[arg(long)]
+    pub image_size: Option<String>,
+    /// Save into this local folder (even when Azure is configured).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EditCmd {
+    /// The image to edit: a path, an https URL, a URL this server returned, or a data: URI.
+    pub image: String,
+    /// What to change.
+    pub prompt: String,
+    /// Reference images (repeatable).
+    #[arg(long = "ref")]
+    pub refs: Vec<String>,
+    #[arg(long)]
+    pub aspect_ratio: Option<String>,
+    #[arg(long)]
+    pub image_size: Option<String>,
+    /// Save into this local folder (even when Azure is configured).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoCmd {
+    /// Where the demo's images go.
+    #[arg(long, default_value = "generated_imgs/demo")]
+    pub out: PathBuf,
+    /// Image size the fake returns.
+    #[arg(long, default_value = "8MiB", value_parser = size_arg)]
+    pub size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorCmd {
+    /// Skip the checks that call Gemini.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Args, Default)]

@@ -88,13 +88,29 @@ fn main() -> ExitCode {
             .await
             .map_err(|e| e.to_string()),
             None => serve_command(&cli.config, &ServeArgs::default()).await,
+            Some(Command::Generate(c)) => nano_banana_mcp::cli::generate(&cli.config, c).await,
+            Some(Command::Edit(c)) => nano_banana_mcp::cli::edit(&cli.config, c).await,
+            Some(Command::Demo(c)) => nano_banana_mcp::cli::demo(&cli.config, c).await,
+            Some(Command::Doctor(c)) => match nano_banana_mcp::cli::doctor(&cli.config, c).await {
+                Ok(true) => Ok(()),
+                // The checklist already said what is wrong.
+                Ok(false) => Err(String::new()),
+                Err(e) => Err(e),
+            },
+            Some(Command::Completions { shell }) => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut cmd, "nano-banana-mcp", &mut std::io::stdout());
+                Ok(())
+            }
             Some(Command::Serve(args)) => serve_command(&cli.config, &args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
             ExitCode::FAILURE
         }
     }

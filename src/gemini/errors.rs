@@ -113,6 +113,11 @@ impl GeminiError {
         }
     }
 
+    /// The error for an HTTP status and its (small) body.
+    pub fn from_status(code: u16, body: &[u8], model: &str) -> Self {
+        classify(code, body, model)
+    }
+
     /// A short machine-readable kind for metrics.
     pub fn kind(&self) -> &'static str {
         match self {

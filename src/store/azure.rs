@@ -328,6 +328,11 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// A readable, secret-free message for an object_store error.
+pub fn describe_error(e: object_store::Error) -> String {
+    short(&e.to_string())
+}
+
 /// object_store errors to messages that say what to fix. Its Display can
 /// carry a URL; signed URLs are never put into requests it reports, and the
 /// account key never appears in a URL.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::response::{Json, Response};
+use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::alphabet;
@@ -244,7 +244,7 @@ impl Drop for FakeGemini {
 /// The fake's routes, for embedding in another server or binary.
 pub fn router(state: Arc<FakeState>) -> Router {
     Router::new()
-        .route("/v1beta/models/{*rest}", post(generate))
+        .route("/v1beta/models/{*rest}", post(generate).get(get_model))
         .route(
             "/_fake/health",
             get(|| async { Json(serde_json::json!({"ok": true})) }),
@@ -448,6 +448,65 @@ async fn handle(
     let mut reply = respond(st, rec, &d, mode).await;
     reply.latency = d.latency;
     reply
+}
+
+/// `GET /v1beta/models/{model}`: the cheap call `doctor` uses to check the
+/// key and the model without generating anything.
+async fn get_model(
+    State(st): State<Arc<FakeState>>,
+    Path(model): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let key = headers
+        .get("x-goog-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or(query.get("key").map(String::as_str))
+        .filter(|k| !k.is_empty());
+    let reply = match (key, &st.cfg.api_key) {
+        (None, _) => error_reply(
+            403,
+            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+            Vec::new(),
+        ),
+        (Some(k), Some(want)) if k != want => error_reply(
+            400,
+            "API key not valid. Please pass a valid API key.",
+            vec![J::obj([
+                ("@type", J::str("type.googleapis.com/google.rpc.ErrorInfo")),
+                ("reason", J::str("API_KEY_INVALID")),
+            ])],
+        ),
+        _ if !model_served(&model) => error_reply(
+            404,
+            &format!("models/{model} is not found for API version v1beta."),
+            Vec::new(),
+        ),
+        _ => {
+            let body = serde_json::json!({
+                "name": format!("models/{model}"),
+                "displayName": model,
+                "supportedGenerationMethods": ["generateContent", "countTokens"],
+            });
+            return (
+                [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+                body.to_string(),
+            )
+                .into_response();
+        }
+    };
+    let body: Vec<u8> = reply
+        .pieces
+        .iter()
+        .flat_map(|p| p.iter().copied())
+        .collect();
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = reply.status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(reply.content_type),
+    );
+    resp
 }
 
 fn model_served(model: &str) -> bool {

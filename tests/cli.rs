@@ -1,0 +1,202 @@
+//! The command line, driven as a process: demo, doctor, generate, edit,
+//! completions and help.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn run(args: &[&str], env: &[(&str, String)], cwd: &std::path::Path) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", cwd)
+        .env("LOG_LEVEL", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn demo_works_offline_and_names_real_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (code, out, err) = run(&["demo", "--size", "3MiB"], &[], dir.path());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("LOCAL FAKE Gemini"));
+    assert!(
+        out.contains("GEMINI_API_KEY"),
+        "says how to switch to the real API"
+    );
+    let mut checked = 0;
+    for line in out.lines() {
+        let t = line.trim_start();
+        let Some(rest) = t
+            .strip_prefix("generated ")
+            .or_else(|| t.strip_prefix("edited "))
+        else {
+            continue;
+        };
+        let path = rest.trim();
+        let bytes = std::fs::read(path).expect("the named file exists");
+        let sha = sha256_hex(&bytes);
+        assert!(out.contains(&sha), "sha256 of {path} is printed");
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "{out}");
+    assert!(!out.contains("DOES NOT match") && !out.contains("MISMATCH"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_and_edit_print_where_the_image_is() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let env = vec![
+        ("GEMINI_API_KEY", TEST_KEY.to_string()),
+        ("GEMINI_BASE_URL", fake.base_url()),
+    ];
+    let d = dir.path().to_path_buf();
+    let env2 = env.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run(
+            &["generate", "a cat fake:size=300000", "--out", "imgs"],
+            &env2,
+            &d,
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "{err}");
+    let path = out.trim().to_string();
+    let bytes = std::fs::read(&path).expect("printed path exists");
+    assert_eq!(
+        sha256_hex(&bytes),
+        fake.state.sent().last().expect("sent").sha256
+    );
+    assert!(err.contains("committed"), "progress on stderr: {err}");
+    let d = dir.path().to_path_buf();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run(
+            &["edit", &path, "pinker fake:size=100000", "--out", "imgs"],
+            &env,
+            &d,
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::metadata(out.trim()).is_ok());
+    assert_eq!(
+        fake.state.requests().last().expect("req").inputs[0].sha256,
+        sha256_hex(&bytes)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_each_broken_setting() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let base = vec![
+        ("GEMINI_API_KEY", TEST_KEY.to_string()),
+        ("GEMINI_BASE_URL", fake.base_url()),
+    ];
+    let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (
+            vec![("GEMINI_BASE_URL", fake.base_url())],
+            "export GEMINI_API_KEY",
+        ),
+        (
+            [
+                base.clone(),
+                vec![("GEMINI_MODEL", "gemini-2.5-flash-image-preview".into())],
+            ]
+            .concat(),
+            "GEMINI_MODEL=gemini-2.5-flash-image",
+        ),
+        (
+            [
+                base.clone(),
+                vec![("GEMINI_API_KEY", "AIzaWRONG-0000000000".into())],
+            ]
+            .concat(),
+            "valid key",
+        ),
+        (
+            [
+                base.clone(),
+                vec![(
+                    "AZURE_STORAGE_CONNECTION_STRING",
+                    "AccountName=x;Nonsense".into(),
+                )],
+            ]
+            .concat(),
+            "connection string",
+        ),
+        (
+            [
+                base.clone(),
+                vec![(
+                    "AZURE_STORAGE_CONNECTION_STRING",
+                    azurite_connection_string("http://127.0.0.1:9/devstoreaccount1"),
+                )],
+            ]
+            .concat(),
+            "reachable",
+        ),
+    ];
+    for (env, want) in cases {
+        let d = dir.path().to_path_buf();
+        let (code, out, _) = tokio::task::spawn_blocking(move || run(&["doctor"], &env, &d))
+            .await
+            .expect("join");
+        assert_ne!(code, 0, "doctor passed but should mention {want}: {out}");
+        assert!(out.contains(want), "{out} does not mention {want:?}");
+        assert!(out.contains("fix:"));
+        assert!(!out.contains(TEST_KEY) && !out.contains(AZURITE_KEY));
+    }
+    // Healthy: fake Gemini and (when available) Azurite.
+    let mut env = base.clone();
+    if let Some(ep) = azurite() {
+        env.push((
+            "AZURE_STORAGE_CONNECTION_STRING",
+            azurite_connection_string(&ep),
+        ));
+        env.push(("AZURE_STORAGE_CONTAINER_NAME", unique("doctor")));
+    }
+    let d = dir.path().to_path_buf();
+    let (code, out, _) = tokio::task::spawn_blocking(move || run(&["doctor"], &env, &d))
+        .await
+        .expect("join");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("All checks passed"));
+}
+
+#[test]
+fn help_and_completions() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for cmd in ["generate", "edit", "demo", "doctor", "serve"] {
+        let (code, out, _) = run(&[cmd, "--help"], &[], dir.path());
+        assert_eq!(code, 0);
+        assert!(out.contains("Usage"), "{cmd}: {out}");
+        if cmd != "serve" {
+            assert!(out.contains("Example"), "{cmd} help has examples");
+        }
+    }
+    let (code, out, _) = run(&["completions", "bash"], &[], dir.path());
+    assert_eq!(code, 0);
+    assert!(out.contains("nano-banana-mcp"));
+    let (code, _, err) = run(&["--block-size", "nope"], &[], dir.path());
+    assert_ne!(code, 0);
+    assert!(
+        err.lines().count() <= 6,
+        "bad config is one clear error: {err}"
+    );
+}
