@@ -1,0 +1,226 @@
+//! The streamable HTTP transport against the real binary: auth, Host
+//! checks, a generate over rmcp's HTTP client with progress, metrics, the
+//! configure_gemini_token refusal, stateless mode, and SIGTERM draining.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use rmcp::ServiceExt as _;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::json;
+
+const TOKEN: &str = "http-test-token-0123456789";
+
+struct HttpServer {
+    child: tokio::process::Child,
+    base: String,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+async fn start_http(fake_url: &str, out: &std::path::Path, extra: &[&str]) -> HttpServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(["serve", "--http", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GEMINI_API_KEY", TEST_KEY)
+        .env("GEMINI_BASE_URL", fake_url)
+        .env("NANO_BANANA_OUTPUT_DIR", out)
+        .env("NANO_BANANA_AUTH_TOKEN", TOKEN)
+        .env("LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn");
+    let mut err = child.stderr.take().expect("stderr");
+    let stderr = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s).await;
+        s
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+            && r.status() == 200
+        {
+            return HttpServer {
+                child,
+                base,
+                stderr,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not become ready");
+}
+
+impl HttpServer {
+    async fn sigterm(mut self) -> (Option<i32>, String) {
+        let pid = self.child.id().expect("pid") as i32;
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc_kill(pid, 15) };
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within the grace period")
+            .expect("wait");
+        (status.code(), self.stderr.await.expect("stderr"))
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+async fn client(base: &str) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")).auth_header(TOKEN),
+    );
+    ().serve(transport).await.expect("initialize over HTTP")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_mode_end_to_end() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = start_http(&fake.base_url(), dir.path(), &[]).await;
+    let http = reqwest::Client::new();
+
+    // No token, wrong token, wrong Host: refused before MCP.
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}});
+    let post = |auth: Option<&str>, host: Option<&str>| {
+        let mut r = http
+            .post(format!("{}/mcp", srv.base))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .json(&init);
+        if let Some(a) = auth {
+            r = r.header("authorization", format!("Bearer {a}"));
+        }
+        if let Some(h) = host {
+            r = r.header("host", h);
+        }
+        r.send()
+    };
+    assert_eq!(post(None, None).await.expect("send").status(), 401);
+    assert_eq!(post(Some("nope"), None).await.expect("send").status(), 401);
+    let rebinding = post(Some(TOKEN), Some("evil.example.com")).await.expect("send");
+    assert!(rebinding.status().is_client_error(), "{}", rebinding.status());
+
+    // A real MCP client over HTTP.
+    let c = client(&srv.base).await;
+    let tools = c.list_all_tools().await.expect("list");
+    assert_eq!(tools.len(), 6);
+    let mut params = CallToolRequestParams::new("generate_image").with_arguments(
+        json!({"prompt": "over http fake:size=2MiB"})
+            .as_object()
+            .cloned()
+            .expect("object"),
+    );
+    let mut meta = rmcp::model::RequestMetaObject::default();
+    meta.set_progress_token(rmcp::model::ProgressToken(rmcp::model::NumberOrString::Number(7)));
+    params.meta = Some(meta);
+    let r = c.call_tool(params).await.expect("call");
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let v = structured(&r);
+    let bytes = std::fs::read(v["path"].as_str().expect("path")).expect("file");
+    assert_eq!(sha256_hex(&bytes), fake.state.sent().last().expect("sent").sha256);
+
+    let r = c
+        .call_tool(
+            CallToolRequestParams::new("configure_gemini_token")
+                .with_arguments(json!({"apiKey": "AIzaNEWKEY-123456"}).as_object().cloned().expect("o")),
+        )
+        .await
+        .expect("call");
+    assert!(is_error(&r) && text_of(&r).contains("--allow-configure-token"));
+    let r = c
+        .call_tool(CallToolRequestParams::new("continue_editing").with_arguments(
+            json!({"prompt": "pinker fake:size=100000"}).as_object().cloned().expect("o"),
+        ))
+        .await
+        .expect("call");
+    assert!(!is_error(&r), "a stateful session remembers its image: {}", text_of(&r));
+
+    let metrics = http
+        .get(format!("{}/metrics", srv.base))
+        .send()
+        .await
+        .expect("metrics");
+    let mut text = String::new();
+    {
+        use futures::StreamExt as _;
+        let mut s = metrics.bytes_stream();
+        while let Some(c) = s.next().await {
+            text.push_str(&String::from_utf8_lossy(&c.expect("chunk")));
+        }
+    }
+    assert!(text.contains(r#"nano_banana_tool_calls_total{tool="generate_image",outcome="ok"} 1"#), "{text}");
+    assert!(text.contains("nano_banana_memory_budget_bytes"));
+    assert!(text.contains("nano_banana_image_bytes_total"));
+    drop(c);
+
+    // SIGTERM while a slow call runs: readiness flips, the call finishes, exit 0.
+    let c = client(&srv.base).await;
+    let slow = tokio::spawn(async move {
+        let r = c
+            .call_tool(CallToolRequestParams::new("generate_image").with_arguments(
+                json!({"prompt": "slow fake:latency=1500 fake:size=100000"})
+                    .as_object()
+                    .cloned()
+                    .expect("o"),
+            ))
+            .await;
+        (r, c)
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let base = srv.base.clone();
+    let term = tokio::spawn(srv.sigterm());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = reqwest::get(format!("{base}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 503, "readiness flips while draining");
+    let (r, _c) = slow.await.expect("join");
+    let r = r.expect("the in-flight call completes");
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let (code, log) = term.await.expect("join");
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("draining"));
+    assert!(!log.contains(TOKEN) && !log.contains(TEST_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_mode_explains_continue_editing() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = start_http(&fake.base_url(), dir.path(), &["--stateless"]).await;
+    let c = client(&srv.base).await;
+    let r = c
+        .call_tool(CallToolRequestParams::new("generate_image").with_arguments(
+            json!({"prompt": "x fake:size=100000"}).as_object().cloned().expect("o"),
+        ))
+        .await
+        .expect("call");
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let r = c
+        .call_tool(CallToolRequestParams::new("continue_editing").with_arguments(
+            json!({"prompt": "again"}).as_object().cloned().expect("o"),
+        ))
+        .await
+        .expect("call");
+    assert!(is_error(&r) && text_of(&r).contains("edit_image"), "{}", text_of(&r));
+    drop(c);
+    let (code, _) = srv.sigterm().await;
+    assert_eq!(code, Some(0));
+}
