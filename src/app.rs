@@ -105,6 +105,7 @@ impl App {
             blocks_in_flight: cfg.blocks_in_flight,
             read_timeout: std::time::Duration::from_secs(cfg.gemini_read_timeout_secs),
             max_prompt_bytes: cfg.max_prompt_bytes as usize,
+            naive: cfg.naive_reference,
         };
 
         let limit = memory::cgroup::discover(&memory::cgroup::LimitOverrides {

@@ -437,6 +437,7 @@ pub async fn doctor(cfg: &Config, cmd: DoctorCmd) -> Result<bool, String> {
         blocks_in_flight: cfg.blocks_in_flight,
         read_timeout: Duration::from_secs(1),
         max_prompt_bytes: 0,
+        naive: false,
     }
     .per_request_bytes();
     let baseline = crate::memory::cgroup::proc_self_status_rss()

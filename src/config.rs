@@ -179,11 +179,36 @@ impl ServeArgs {
         } else {
             self.allowed_hosts.clone()
         };
+        // Origins are always checked when a browser sends one: by default
+        // the loopback origins and those of the allowed hosts.
+        let allowed_origins = if self.allowed_origins.is_empty() {
+            let mut v: Vec<String> = Vec::new();
+            for h in &allowed_hosts {
+                if h == "*" {
+                    continue;
+                }
+                let host = if h.contains(':') && !h.starts_with('[') && h.matches(':').count() > 1 {
+                    format!("[{h}]")
+                } else {
+                    h.clone()
+                };
+                for scheme in ["http", "https"] {
+                    if host.contains("]:") || (!host.starts_with('[') && host.contains(':')) {
+                        v.push(format!("{scheme}://{host}"));
+                    } else {
+                        v.push(format!("{scheme}://{host}:*"));
+                    }
+                }
+            }
+            v
+        } else {
+            self.allowed_origins.clone()
+        };
         Ok(crate::http::HttpConfig {
             addr,
             token,
             allowed_hosts,
-            allowed_origins: self.allowed_origins.clone(),
+            allowed_origins,
             stateless: self.stateless,
             max_body_bytes: self.max_body_bytes as usize,
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
@@ -314,7 +339,7 @@ pub struct Config {
 
     // --- Memory and limits ---
     /// Image bytes per storage block (Azure Put Block size).
-    #[arg(long, env = "NANO_BANANA_BLOCK_SIZE", default_value = "4MiB", value_parser = size_arg, global = true)]
+    #[arg(long, env = "NANO_BANANA_BLOCK_SIZE", default_value = "2MiB", value_parser = size_arg, global = true)]
     pub block_size: u64,
     /// Block uploads in flight per request.
     #[arg(
@@ -364,6 +389,11 @@ pub struct Config {
         global = true
     )]
     pub queue_timeout_secs: u64,
+
+    /// Benchmark reference: process responses the old server's way (buffer,
+    /// parse, decode, upload whole). Never use in production.
+    #[arg(long, env = "NANO_BANANA_NAIVE_REFERENCE", default_value_t = false, action = clap::ArgAction::Set, hide = true, global = true)]
+    pub naive_reference: bool,
 
     // --- Edit inputs ---
     /// Directories local input paths must be under (comma-separated in the
@@ -497,7 +527,7 @@ mod tests {
     fn defaults_parse_and_validate() {
         let cli = Cli::try_parse_from(["x"]).expect("parse");
         cli.config.validate().expect("valid");
-        assert_eq!(cli.config.block_size, 4 << 20);
+        assert_eq!(cli.config.block_size, 2 << 20);
         assert_eq!(cli.config.gemini_model, "gemini-2.5-flash-image");
         assert_eq!(cli.config.azure_container, "nano-banana-images");
     }

@@ -170,6 +170,10 @@ pub struct PipelineConfig {
     pub blocks_in_flight: usize,
     pub read_timeout: Duration,
     pub max_prompt_bytes: usize,
+    /// Benchmark reference only: the old server's way (buffer the whole
+    /// response, parse it, decode the whole image, upload it in one
+    /// request), so both designs can be measured in one build.
+    pub naive: bool,
 }
 
 impl PipelineConfig {
@@ -229,6 +233,9 @@ impl Pipeline {
             r = self.gemini.send(&*job.body, &observer) => r?,
         };
         progress.stage(Stage::Waiting);
+        if self.cfg.naive {
+            return self.naive(streaming, job, started).await;
+        }
         let mut images = Images::new(&self.store, job.prefix);
         let outcome = self.stream(streaming, &mut images, progress, cancel).await;
         let summary = match outcome {
@@ -334,6 +341,103 @@ impl Pipeline {
             }
         }
         Ok(extractor.finish()?)
+    }
+}
+
+impl Pipeline {
+    /// The buffered reference path (see `PipelineConfig::naive`).
+    async fn naive(
+        &self,
+        streaming: gemini::Streaming,
+        job: Job,
+        started: Instant,
+    ) -> Result<ImageResult, PipelineError> {
+        use base64::Engine as _;
+        let mut body = Vec::new();
+        let mut stream = streaming.response.bytes_stream();
+        while let Some(c) = stream.next().await {
+            let c = c.map_err(|_| {
+                PipelineError::Extract(ExtractError::Truncated("the connection broke"))
+            })?;
+            body.extend_from_slice(&c);
+        }
+        let values: Vec<serde_json::Value> = match streaming.framing {
+            crate::extract::Framing::Json => {
+                match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(serde_json::Value::Array(a)) => a,
+                    Ok(v) => vec![v],
+                    Err(_) => return Err(PipelineError::Extract(ExtractError::Syntax("json"))),
+                }
+            }
+            crate::extract::Framing::Sse => String::from_utf8_lossy(&body)
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|l| serde_json::from_str(l.trim()).ok())
+                .collect(),
+        };
+        drop(body);
+        let mut data = None;
+        let mut finish = None;
+        for v in &values {
+            for part in v["candidates"][0]["content"]["parts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if part["thought"] == true {
+                    continue;
+                }
+                if let Some(d) = part["inlineData"]["data"].as_str() {
+                    data = Some(d.to_string());
+                }
+            }
+            if let Some(f) = v["candidates"][0]["finishReason"].as_str() {
+                finish = Some(f.to_string());
+            }
+        }
+        drop(values);
+        let b64 = data.ok_or_else(|| PipelineError::NoImage("no image".into()))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|_| PipelineError::Extract(ExtractError::InvalidBase64("naive")))?;
+        drop(b64);
+        let format =
+            sniff::sniff(&bytes).ok_or_else(|| PipelineError::NoImage("not an image".into()))?;
+        let dims = sniff::dimensions(format, &bytes);
+        let sha = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        let n = bytes.len() as u64;
+        let name = crate::store::blob_name(job.prefix, format.extension());
+        let stored = self
+            .store
+            .put_small(name, format.mime(), Bytes::from(bytes))
+            .await?;
+        tracing::info!(
+            bytes = n,
+            ms = started.elapsed().as_millis() as u64,
+            "image stored (naive reference path)"
+        );
+        Ok(ImageResult {
+            azure_url: (stored.storage == StorageKind::Azure).then(|| stored.url.clone()),
+            url: stored.url,
+            path: stored.path.map(|p| p.display().to_string()),
+            storage: stored.storage,
+            blob_name: stored.blob_name,
+            content_type: format.mime().to_string(),
+            bytes: n,
+            sha256: sha,
+            width: dims.map(|d| d.0),
+            height: dims.map(|d| d.1),
+            model: self.gemini.config().model.clone(),
+            text: None,
+            finish_reason: finish,
+            usage: Usage::default(),
+            prompt: job.prompt,
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            thought_signature: None,
+        })
     }
 }
 

@@ -116,8 +116,14 @@ async fn http_mode_end_to_end() {
     };
     assert_eq!(post(None, None).await.expect("send").status(), 401);
     assert_eq!(post(Some("nope"), None).await.expect("send").status(), 401);
-    let rebinding = post(Some(TOKEN), Some("evil.example.com")).await.expect("send");
-    assert!(rebinding.status().is_client_error(), "{}", rebinding.status());
+    let rebinding = post(Some(TOKEN), Some("evil.example.com"))
+        .await
+        .expect("send");
+    assert!(
+        rebinding.status().is_client_error(),
+        "{}",
+        rebinding.status()
+    );
 
     // A real MCP client over HTTP.
     let c = client(&srv.base).await;
@@ -130,29 +136,47 @@ async fn http_mode_end_to_end() {
             .expect("object"),
     );
     let mut meta = rmcp::model::RequestMetaObject::default();
-    meta.set_progress_token(rmcp::model::ProgressToken(rmcp::model::NumberOrString::Number(7)));
+    meta.set_progress_token(rmcp::model::ProgressToken(
+        rmcp::model::NumberOrString::Number(7),
+    ));
     params.meta = Some(meta);
     let r = c.call_tool(params).await.expect("call");
     assert!(!is_error(&r), "{}", text_of(&r));
     let v = structured(&r);
     let bytes = std::fs::read(v["path"].as_str().expect("path")).expect("file");
-    assert_eq!(sha256_hex(&bytes), fake.state.sent().last().expect("sent").sha256);
+    assert_eq!(
+        sha256_hex(&bytes),
+        fake.state.sent().last().expect("sent").sha256
+    );
 
     let r = c
         .call_tool(
-            CallToolRequestParams::new("configure_gemini_token")
-                .with_arguments(json!({"apiKey": "AIzaNEWKEY-123456"}).as_object().cloned().expect("o")),
+            CallToolRequestParams::new("configure_gemini_token").with_arguments(
+                json!({"apiKey": "AIzaNEWKEY-123456"})
+                    .as_object()
+                    .cloned()
+                    .expect("o"),
+            ),
         )
         .await
         .expect("call");
     assert!(is_error(&r) && text_of(&r).contains("--allow-configure-token"));
     let r = c
-        .call_tool(CallToolRequestParams::new("continue_editing").with_arguments(
-            json!({"prompt": "pinker fake:size=100000"}).as_object().cloned().expect("o"),
-        ))
+        .call_tool(
+            CallToolRequestParams::new("continue_editing").with_arguments(
+                json!({"prompt": "pinker fake:size=100000"})
+                    .as_object()
+                    .cloned()
+                    .expect("o"),
+            ),
+        )
         .await
         .expect("call");
-    assert!(!is_error(&r), "a stateful session remembers its image: {}", text_of(&r));
+    assert!(
+        !is_error(&r),
+        "a stateful session remembers its image: {}",
+        text_of(&r)
+    );
 
     let metrics = http
         .get(format!("{}/metrics", srv.base))
@@ -167,7 +191,10 @@ async fn http_mode_end_to_end() {
             text.push_str(&String::from_utf8_lossy(&c.expect("chunk")));
         }
     }
-    assert!(text.contains(r#"nano_banana_tool_calls_total{tool="generate_image",outcome="ok"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"nano_banana_tool_calls_total{tool="generate_image",outcome="ok"} 1"#),
+        "{text}"
+    );
     assert!(text.contains("nano_banana_memory_budget_bytes"));
     assert!(text.contains("nano_banana_image_bytes_total"));
     drop(c);
@@ -176,12 +203,14 @@ async fn http_mode_end_to_end() {
     let c = client(&srv.base).await;
     let slow = tokio::spawn(async move {
         let r = c
-            .call_tool(CallToolRequestParams::new("generate_image").with_arguments(
-                json!({"prompt": "slow fake:latency=1500 fake:size=100000"})
-                    .as_object()
-                    .cloned()
-                    .expect("o"),
-            ))
+            .call_tool(
+                CallToolRequestParams::new("generate_image").with_arguments(
+                    json!({"prompt": "slow fake:latency=1500 fake:size=100000"})
+                        .as_object()
+                        .cloned()
+                        .expect("o"),
+                ),
+            )
             .await;
         (r, c)
     });
@@ -189,7 +218,9 @@ async fn http_mode_end_to_end() {
     let base = srv.base.clone();
     let term = tokio::spawn(srv.sigterm());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ready = reqwest::get(format!("{base}/readyz")).await.expect("readyz");
+    let ready = reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("readyz");
     assert_eq!(ready.status(), 503, "readiness flips while draining");
     let (r, _c) = slow.await.expect("join");
     let r = r.expect("the in-flight call completes");
@@ -207,19 +238,29 @@ async fn stateless_mode_explains_continue_editing() {
     let srv = start_http(&fake.base_url(), dir.path(), &["--stateless"]).await;
     let c = client(&srv.base).await;
     let r = c
-        .call_tool(CallToolRequestParams::new("generate_image").with_arguments(
-            json!({"prompt": "x fake:size=100000"}).as_object().cloned().expect("o"),
-        ))
+        .call_tool(
+            CallToolRequestParams::new("generate_image").with_arguments(
+                json!({"prompt": "x fake:size=100000"})
+                    .as_object()
+                    .cloned()
+                    .expect("o"),
+            ),
+        )
         .await
         .expect("call");
     assert!(!is_error(&r), "{}", text_of(&r));
     let r = c
-        .call_tool(CallToolRequestParams::new("continue_editing").with_arguments(
-            json!({"prompt": "again"}).as_object().cloned().expect("o"),
-        ))
+        .call_tool(
+            CallToolRequestParams::new("continue_editing")
+                .with_arguments(json!({"prompt": "again"}).as_object().cloned().expect("o")),
+        )
         .await
         .expect("call");
-    assert!(is_error(&r) && text_of(&r).contains("edit_image"), "{}", text_of(&r));
+    assert!(
+        is_error(&r) && text_of(&r).contains("edit_image"),
+        "{}",
+        text_of(&r)
+    );
     drop(c);
     let (code, _) = srv.sigterm().await;
     assert_eq!(code, Some(0));

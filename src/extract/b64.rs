@@ -32,6 +32,7 @@ pub struct B64Blocks {
     block: Option<PoolBuf>,
     filled: usize,
     hasher: Sha256,
+    hash: bool,
     total: u64,
     padded: bool,
     tail: Vec<u8>,
@@ -52,8 +53,9 @@ pub struct Finished {
 }
 
 impl B64Blocks {
-    pub fn new(pool: BlockPool, max_bytes: u64) -> Self {
+    pub fn new(pool: BlockPool, max_bytes: u64, hash: bool) -> Self {
         Self {
+            hash,
             block_size: pool.block_size(),
             pool,
             max_bytes,
@@ -232,7 +234,9 @@ impl B64Blocks {
             return;
         };
         let data = block.freeze(self.filled);
-        self.hasher.update(&data);
+        if self.hash {
+            self.hasher.update(&data);
+        }
         let keep = data.len().min(TAIL_KEEP);
         let tail_start = data.len() - keep;
         if keep == TAIL_KEEP {
@@ -299,7 +303,7 @@ mod tests {
     use base64::engine::general_purpose::STANDARD;
 
     fn run(encoded: &[u8], cuts: &[usize], block: usize) -> (Vec<u8>, Vec<usize>) {
-        let mut d = B64Blocks::new(BlockPool::new(block, 4), u64::MAX);
+        let mut d = B64Blocks::new(BlockPool::new(block, 4), u64::MAX, true);
         let mut out = Vec::new();
         let mut last = 0;
         for &c in cuts {
@@ -338,18 +342,18 @@ mod tests {
 
     #[test]
     fn invalid_and_oversized_input_fail() {
-        let mut d = B64Blocks::new(BlockPool::new(16, 4), u64::MAX);
+        let mut d = B64Blocks::new(BlockPool::new(16, 4), u64::MAX, true);
         let mut out = Vec::new();
         assert!(d.push(b"QUJD!!!!QUJD", &mut out).is_err());
-        let mut d = B64Blocks::new(BlockPool::new(16, 4), 5);
+        let mut d = B64Blocks::new(BlockPool::new(16, 4), 5, true);
         assert!(matches!(
             d.push(b"QUJDREVGR0g=", &mut out),
             Err(ExtractError::ImageTooLarge(5))
         ));
-        let mut d = B64Blocks::new(BlockPool::new(16, 4), u64::MAX);
+        let mut d = B64Blocks::new(BlockPool::new(16, 4), u64::MAX, true);
         assert!(d.push(b"QQ==QUJD", &mut out).is_err());
         let d = {
-            let mut d = B64Blocks::new(BlockPool::new(16, 4), u64::MAX);
+            let mut d = B64Blocks::new(BlockPool::new(16, 4), u64::MAX, true);
             d.push(b"QUJDR", &mut out).expect("push");
             d
         };

@@ -1,6 +1,6 @@
 //! Reusable block buffers. A block handed to storage comes back to the pool
 //! when the last reference to it is dropped (inside object_store, after its
-//! Put Block), so a stream of 4 MiB blocks reuses a handful of buffers
+//! Put Block), so a stream of blocks reuses a handful of buffers
 //! instead of allocating a fresh one each time. Measured: without reuse,
 //! blocks freed on one worker thread and allocated on another sit in
 //! different jemalloc arenas, and a 30 MiB image left ~12 MiB of dirty pages
