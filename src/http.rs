@@ -183,6 +183,10 @@ pub async fn serve(app: SharedApp, cfg: HttpConfig) -> Result<(), String> {
 
     let purger = crate::serve::idle_purger(&app);
     let stop_accepting = CancellationToken::new();
+    // Small JSON-RPC replies must not wait for delayed ACKs (Nagle).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
