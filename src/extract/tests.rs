@@ -312,3 +312,46 @@ proptest! {
         prop_assert_eq!(whole, split);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    /// Untrusted bytes never panic the extractor, whatever the framing
+    /// (the stable toolchain here cannot run cargo-fuzz; this is the
+    /// nearest real thing).
+    #[test]
+    fn arbitrary_bytes_never_panic(
+        body in proptest::collection::vec(any::<u8>(), 0..4096),
+        cut in 0usize..4096,
+        sse in any::<bool>(),
+    ) {
+        let framing = if sse { Framing::Sse } else { Framing::Json };
+        let cut = cut.min(body.len());
+        let mut ex = Extractor::new(framing, limits(64));
+        let mut ev = Vec::new();
+        if ex.feed(&body[..cut], &mut ev).is_ok() && ex.feed(&body[cut..], &mut ev).is_ok() {
+            let _ = ex.finish();
+        }
+    }
+
+    /// Mutated real responses (a byte flipped, inserted or dropped) never
+    /// panic and never yield a block count beyond the image size.
+    #[test]
+    fn mutated_responses_never_panic(
+        size in 1usize..2000,
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        op in 0u8..3,
+    ) {
+        let img = image(size, 5);
+        let mut body = sse_body(&img);
+        let i = at.index(body.len());
+        match op {
+            0 => body[i] = byte,
+            1 => body.insert(i, byte),
+            _ => { body.remove(i); }
+        }
+        let out = run(Framing::Sse, &body, &[i / 2], 128);
+        let total: usize = out.blocks.iter().sum();
+        prop_assert!(total <= img.len() + 3);
+    }
+}

@@ -1112,3 +1112,29 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz_like {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// Arbitrary input never panics the parser.
+        #[test]
+        fn arbitrary_strings_never_panic(s in ".{0,300}") {
+            let _ = super::parse(&s);
+        }
+
+        /// Structured noise around real keys never panics either.
+        #[test]
+        fn key_value_noise_never_panics(
+            parts in proptest::collection::vec(
+                ("(?i)(AccountName|AccountKey|BlobEndpoint|SharedAccessSignature|UseDevelopmentStorage|EndpointSuffix|DefaultEndpointsProtocol|[a-z]{1,8})",
+                 "[ -~]{0,40}"),
+                0..8),
+        ) {
+            let s: String = parts.iter().map(|(k, v)| format!("{k}={v};")).collect();
+            let _ = super::parse(&s);
+        }
+    }
+}
