@@ -269,18 +269,28 @@ impl Fetcher {
                 reason: "not in this server's storage".into(),
             });
         };
+        let stream = az
+            .get_stream(name)
+            .await
+            .map_err(|e| download_err(what, e.to_string()))?;
+        self.save_capped(stream.map(|c| c.map_err(|e| e.to_string())), what)
+            .await
+    }
+
+    /// Write a download to a private temp file, refusing it once it passes
+    /// the per-input cap, then check it like any local file.
+    async fn save_capped(
+        &self,
+        mut stream: impl futures::Stream<Item = Result<Bytes, String>> + Unpin,
+        what: &str,
+    ) -> Result<Prepared, InputError> {
         let tmp = TempFile(self.temp_path());
-        let dl = |reason: String| InputError::Download {
-            what: what.to_string(),
-            reason,
-        };
-        let mut stream = az.get_stream(name).await.map_err(|e| dl(e.to_string()))?;
         let mut file = create_private(&tmp.0)
             .await
-            .map_err(|e| dl(e.to_string()))?;
+            .map_err(|e| download_err(what, e.to_string()))?;
         let mut total = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| dl(e.to_string()))?;
+            let chunk = chunk.map_err(|e| download_err(what, e))?;
             total += chunk.len() as u64;
             if total > self.rules.max_input_bytes {
                 return Err(InputError::TooLarge {
@@ -291,9 +301,12 @@ impl Fetcher {
             }
             file.write_all(&chunk)
                 .await
-                .map_err(|e| dl(e.to_string()))?;
+                .map_err(|e| download_err(what, e.to_string()))?;
         }
-        file.flush().await.map_err(|e| dl(e.to_string()))?;
+        file.flush()
+            .await
+            .map_err(|e| download_err(what, e.to_string()))?;
+        drop(file);
         let mut p = check_file(&tmp.0, what, self.rules.max_input_bytes).await?;
         p._temp = Some(tmp);
         Ok(p)
@@ -399,30 +412,10 @@ impl Fetcher {
                 cap: self.rules.max_input_bytes,
             });
         }
-        let tmp = TempFile(self.temp_path());
-        let mut file = create_private(&tmp.0)
-            .await
-            .map_err(|e| dl(e.to_string()))?;
-        let mut stream = resp.bytes_stream();
-        let mut total = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| dl(short_reqwest(&e)))?;
-            total += chunk.len() as u64;
-            if total > self.rules.max_input_bytes {
-                return Err(InputError::TooLarge {
-                    what: what.to_string(),
-                    size: total,
-                    cap: self.rules.max_input_bytes,
-                });
-            }
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| dl(e.to_string()))?;
-        }
-        file.flush().await.map_err(|e| dl(e.to_string()))?;
-        let mut p = check_file(&tmp.0, what, self.rules.max_input_bytes).await?;
-        p._temp = Some(tmp);
-        Ok(p)
+        let stream = resp
+            .bytes_stream()
+            .map(|c| c.map_err(|e| short_reqwest(&e)));
+        self.save_capped(stream, what).await
     }
 
     /// Prepare every input, enforcing the per-model count and the total cap.
@@ -458,6 +451,13 @@ impl Fetcher {
             out.push(p);
         }
         Ok(out)
+    }
+}
+
+fn download_err(what: &str, reason: String) -> InputError {
+    InputError::Download {
+        what: what.to_string(),
+        reason,
     }
 }
 
