@@ -34,15 +34,19 @@ fn bodies(img: &[u8]) -> (Vec<u8>, Vec<u8>, String) {
     (sse.into_bytes(), pretty.into_bytes(), b64)
 }
 
-/// Best of `reps` runs, in seconds.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut best = Duration::MAX;
+/// Best time of each variant over `reps` rounds, in seconds. The variants
+/// take turns within a round, so a slow spell of a shared machine (CPU
+/// steal, frequency changes) hits all of them, not one.
+fn time_all<const N: usize>(reps: usize, mut fs: [&mut dyn FnMut(); N]) -> [f64; N] {
+    let mut best = [Duration::MAX; N];
     for _ in 0..reps {
-        let t = Instant::now();
-        f();
-        best = best.min(t.elapsed());
+        for (f, b) in fs.iter_mut().zip(best.iter_mut()) {
+            let t = Instant::now();
+            f();
+            *b = (*b).min(t.elapsed());
+        }
     }
-    best.as_secs_f64()
+    best.map(|d| d.as_secs_f64())
 }
 
 fn extract(framing: Framing, body: &[u8], pool: &BlockPool, hash: bool) -> u64 {
@@ -75,24 +79,29 @@ fn main() {
     for mib in [1usize, 8, 30] {
         let img = image(mib << 20);
         let (sse, pretty, b64) = bodies(&img);
-        let reps = if mib >= 30 { 5 } else { 10 };
+        let reps = if mib >= 30 { 10 } else { 20 };
         let mut out = vec![0u8; img.len() + 3];
         // Plain decode of the same base64 in one call (the fastest it gets).
-        let t_plain = time(reps, || {
-            let n = base64::engine::general_purpose::STANDARD
-                .decode_slice(b64.as_bytes(), &mut out)
-                .expect("decode");
-            black_box(n);
-        });
-        let t_sse = time(reps, || {
-            black_box(extract(Framing::Sse, &sse, &pool, false));
-        });
-        let t_pretty = time(reps, || {
-            black_box(extract(Framing::Json, &pretty, &pool, false));
-        });
-        let t_hash = time(reps, || {
-            black_box(extract(Framing::Sse, &sse, &pool, true));
-        });
+        let [t_plain, t_sse, t_pretty, t_hash] = time_all(
+            reps,
+            [
+                &mut || {
+                    let n = base64::engine::general_purpose::STANDARD
+                        .decode_slice(b64.as_bytes(), &mut out)
+                        .expect("decode");
+                    black_box(n);
+                },
+                &mut || {
+                    black_box(extract(Framing::Sse, &sse, &pool, false));
+                },
+                &mut || {
+                    black_box(extract(Framing::Json, &pretty, &pool, false));
+                },
+                &mut || {
+                    black_box(extract(Framing::Sse, &sse, &pool, true));
+                },
+            ],
+        );
         let mb = b64.len() as f64 / 1e6;
         println!(
             "| {mib} MiB | {mb:.1} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} |",

@@ -178,9 +178,10 @@ pub struct PipelineConfig {
 
 impl PipelineConfig {
     /// The most memory one request's output path can hold at once: the
-    /// block being filled, the first block held back until the image is
-    /// known to need more than one, the blocks in flight, and a margin for
-    /// HTTP buffers and bookkeeping.
+    /// block being filled, one more (the first block, held back until the
+    /// image is known to need more than one; later, the block the sha256
+    /// thread is hashing, if the uploads have already let go of it), the
+    /// blocks in flight, and a margin for HTTP buffers and bookkeeping.
     pub fn per_request_bytes(&self) -> u64 {
         let block = self.limits.block_size as u64;
         block * (self.blocks_in_flight as u64 + 2)

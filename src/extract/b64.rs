@@ -1,15 +1,15 @@
 //! Streaming base64 decoding into fixed-size blocks. The input is the inside
 //! of one JSON string, delivered in whatever pieces the network produced; the
 //! output is blocks of exactly `block_size` bytes (the last one shorter), each
-//! hashed as it is sealed. Nothing here buffers more than one block and a
+//! handed to the hasher (see `hasher.rs`) as it is sealed. Nothing here buffers more than one block and a
 //! three-character tail.
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 use super::ExtractError;
+use super::hasher::BlockHasher;
 use crate::memory::pool::{BlockPool, PoolBuf};
 
 const ENGINE: GeneralPurpose = GeneralPurpose::new(
@@ -31,8 +31,7 @@ pub struct B64Blocks {
     pool: BlockPool,
     block: Option<PoolBuf>,
     filled: usize,
-    hasher: Sha256,
-    hash: bool,
+    hasher: Option<BlockHasher>,
     total: u64,
     padded: bool,
     tail: Vec<u8>,
@@ -55,7 +54,7 @@ pub struct Finished {
 impl B64Blocks {
     pub fn new(pool: BlockPool, max_bytes: u64, hash: bool) -> Self {
         Self {
-            hash,
+            hasher: hash.then(BlockHasher::new),
             block_size: pool.block_size(),
             pool,
             max_bytes,
@@ -63,7 +62,6 @@ impl B64Blocks {
             quad_len: 0,
             block: None,
             filled: 0,
-            hasher: Sha256::new(),
             total: 0,
             padded: false,
             tail: Vec::with_capacity(TAIL_KEEP),
@@ -234,8 +232,8 @@ impl B64Blocks {
             return;
         };
         let data = block.freeze(self.filled);
-        if self.hash {
-            self.hasher.update(&data);
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&data);
         }
         let keep = data.len().min(TAIL_KEEP);
         let tail_start = data.len() - keep;
@@ -271,7 +269,7 @@ impl B64Blocks {
         self.seal(out);
         Ok(Finished {
             bytes: self.total,
-            sha256: self.hasher.finalize().into(),
+            sha256: self.hasher.map_or([0; 32], BlockHasher::finish),
             tail: self.tail,
         })
     }
@@ -301,6 +299,7 @@ fn is_ws(c: u8) -> bool {
 mod tests {
     use super::*;
     use base64::engine::general_purpose::STANDARD;
+    use sha2::{Digest, Sha256};
 
     fn run(encoded: &[u8], cuts: &[usize], block: usize) -> (Vec<u8>, Vec<usize>) {
         let mut d = B64Blocks::new(BlockPool::new(block, 4), u64::MAX, true);

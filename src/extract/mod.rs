@@ -7,6 +7,7 @@
 //! frames. It does no I/O and knows nothing about where the blocks go.
 
 mod b64;
+mod hasher;
 mod scanner;
 pub mod sniff;
 
