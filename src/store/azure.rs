@@ -21,6 +21,23 @@ use tokio::task::JoinSet;
 use super::connstr::{ConnectionString, Credential};
 use super::{StorageKind, StoreError, Stored};
 
+/// How long one storage request is retried (throttling, 5xx, refused or
+/// reset connections) before the call fails. object_store's default is ten
+/// retries over up to three minutes, longer than an MCP client waits for a
+/// tool result; here an outage surfaces as a clear error in seconds, and
+/// the uncommitted blocks are discarded by Azure.
+pub fn storage_retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(4),
+            base: 2.0,
+        },
+        max_retries: 5,
+        retry_timeout: Duration::from_secs(20),
+    }
+}
+
 /// How returned URLs grant read access.
 #[derive(Debug, Clone)]
 pub enum UrlMode {
@@ -51,6 +68,7 @@ impl AzureStore {
     ) -> Result<Self, StoreError> {
         let store = cs
             .builder(&container)
+            .with_retry(storage_retry())
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
         let url_mode = if public_urls {
@@ -79,6 +97,7 @@ impl AzureStore {
         max_in_flight: usize,
     ) -> Result<Self, StoreError> {
         let store = super::connstr::builder_for_identity(account, &container)
+            .with_retry(storage_retry())
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
         let endpoint = url::Url::parse(&format!("https://{account}.blob.core.windows.net"))
