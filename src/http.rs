@@ -117,7 +117,8 @@ async fn metrics(State(st): State<Arc<HttpState>>) -> Response {
         .into_response()
 }
 
-async fn shutdown_signal() {
+/// Resolves on the first SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

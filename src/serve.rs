@@ -26,17 +26,37 @@ pub fn idle_purger(app: &SharedApp) -> tokio::task::JoinHandle<()> {
 }
 
 /// Serve one MCP session on stdin/stdout until the client goes away.
+///
+/// Two ways to end, as the MCP stdio transport describes them:
+/// - stdin closes (the client is done, or gone): rmcp stops reading, lets
+///   the calls in flight finish, sends their results if stdout is still
+///   open, and returns; their images are stored, not thrown away.
+/// - SIGTERM or SIGINT (the client's next step, or a supervisor): the calls
+///   in flight are dropped at once, which aborts their uploads (the local
+///   temp file is deleted, Azure blocks stay uncommitted) and closes their
+///   Gemini responses; nothing half-written is left behind.
 pub async fn stdio(app: SharedApp, max_line_bytes: usize) -> Result<(), String> {
     let purger = idle_purger(&app);
     let (stdin, stdout) = rmcp::transport::stdio();
     let transport =
         AsyncRwTransport::new_server(stdin, stdout).with_max_line_length(max_line_bytes);
+    let budget = app.budget().clone();
     let service = ImageServer::new(app)
         .serve(transport)
         .await
         .map_err(|e| format!("MCP session failed to start: {e}"))?;
-    let reason = service.waiting().await;
+    tokio::select! {
+        reason = service.waiting() => {
+            tracing::info!(?reason, "stdio session ended");
+        }
+        () = crate::http::shutdown_signal() => {
+            // Dropping the service drops every request future in flight.
+            tracing::info!(
+                in_flight = budget.stats().in_flight,
+                "signal received; cancelling calls in flight and exiting"
+            );
+        }
+    }
     purger.abort();
-    tracing::info!(?reason, "stdio session ended");
     Ok(())
 }

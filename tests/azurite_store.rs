@@ -8,13 +8,16 @@
 
 #![allow(clippy::disallowed_methods)] // test bodies are small
 
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{account_sas, account_sas_until, container_sas};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures::TryStreamExt as _;
-use hmac::{Hmac, Mac};
 use http::Method;
 use nano_banana_mcp::store::azure_setup::{
     ContainerStatus, SetupError, container_exists, ensure_container,
@@ -25,7 +28,6 @@ use object_store::signer::Signer as _;
 use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt as _, PutMultipartOptions, PutPayload,
 };
-use sha2::Sha256;
 
 const ENV: &str = "AZURITE_BLOB_ENDPOINT";
 const MIB: usize = 1024 * 1024;
@@ -60,58 +62,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(31).wrapping_add(u32::from(seed)) as u8)
         .collect()
-}
-
-fn iso8601(time: SystemTime) -> String {
-    // Only used for SAS expiry in tests; a day-resolution date a year ahead
-    // is plenty and avoids a calendar dependency.
-    let secs = time.duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    let year = 1970 + secs / 31_556_952 + 1;
-    format!("{year}-01-01T00:00:00Z")
-}
-
-/// Account SAS (version 2020-12-06+ string-to-sign) for the emulator account.
-fn account_sas(permissions: &str, resource_types: &str) -> String {
-    account_sas_until(permissions, resource_types, &iso8601(SystemTime::now()))
-}
-
-fn account_sas_until(permissions: &str, resource_types: &str, expiry: &str) -> String {
-    let version = "2022-11-02";
-    let to_sign = format!(
-        "devstoreaccount1\n{permissions}\nb\n{resource_types}\n\n{expiry}\n\n\n{version}\n\n"
-    );
-    let sig = sign(&to_sign);
-    format!(
-        "sv={version}&ss=b&srt={resource_types}&sp={permissions}&se={}&sig={}",
-        encode(expiry),
-        encode(&sig)
-    )
-}
-
-/// Service SAS scoped to one container (`sr=c`), which cannot create it.
-fn container_sas(container: &str, permissions: &str) -> String {
-    let version = "2022-11-02";
-    let expiry = iso8601(SystemTime::now());
-    let resource = format!("/blob/devstoreaccount1/{container}");
-    let to_sign =
-        format!("{permissions}\n\n{expiry}\n{resource}\n\n\n\n{version}\nc\n\n\n\n\n\n\n");
-    let sig = sign(&to_sign);
-    format!(
-        "sv={version}&sr=c&sp={permissions}&se={}&sig={}",
-        encode(&expiry),
-        encode(&sig)
-    )
-}
-
-fn sign(to_sign: &str) -> String {
-    let key = BASE64.decode(EMULATOR_ACCOUNT_KEY).expect("key");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("hmac");
-    mac.update(to_sign.as_bytes());
-    BASE64.encode(mac.finalize().into_bytes())
-}
-
-fn encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn sas_cs(endpoint: &str, sas: &str) -> ConnectionString {

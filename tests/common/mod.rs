@@ -6,8 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac as _};
 use nano_banana_mcp::testkit::fake_gemini::{FakeConfig, FakeGemini};
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::RunningService;
@@ -210,4 +213,68 @@ pub fn unique(prefix: &str) -> String {
 
 pub fn prompt(directives: &str) -> Value {
     json!({ "prompt": format!("a test image {directives}") })
+}
+
+// Shared access signatures for the emulator account, signed here with the
+// public development key.
+
+pub fn iso8601(time: SystemTime) -> String {
+    // Only used for SAS expiry in tests; a day-resolution date a year ahead
+    // is plenty and avoids a calendar dependency.
+    let secs = time.duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    let year = 1970 + secs / 31_556_952 + 1;
+    format!("{year}-01-01T00:00:00Z")
+}
+
+/// Account SAS (version 2020-12-06+ string-to-sign) for the emulator account.
+pub fn account_sas(permissions: &str, resource_types: &str) -> String {
+    account_sas_until(permissions, resource_types, &iso8601(SystemTime::now()))
+}
+
+pub fn account_sas_until(permissions: &str, resource_types: &str, expiry: &str) -> String {
+    let version = "2022-11-02";
+    let to_sign = format!(
+        "devstoreaccount1\n{permissions}\nb\n{resource_types}\n\n{expiry}\n\n\n{version}\n\n"
+    );
+    let sig = sign(&to_sign);
+    format!(
+        "sv={version}&ss=b&srt={resource_types}&sp={permissions}&se={}&sig={}",
+        encode(expiry),
+        encode(&sig)
+    )
+}
+
+/// Service SAS scoped to one container (`sr=c`), which cannot create it.
+pub fn container_sas(container: &str, permissions: &str) -> String {
+    let version = "2022-11-02";
+    let expiry = iso8601(SystemTime::now());
+    let resource = format!("/blob/devstoreaccount1/{container}");
+    let to_sign =
+        format!("{permissions}\n\n{expiry}\n{resource}\n\n\n\n{version}\nc\n\n\n\n\n\n\n");
+    let sig = sign(&to_sign);
+    format!(
+        "sv={version}&sr=c&sp={permissions}&se={}&sig={}",
+        encode(&expiry),
+        encode(&sig)
+    )
+}
+
+pub fn sign(to_sign: &str) -> String {
+    let key = BASE64.decode(AZURITE_KEY).expect("key");
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("hmac");
+    mac.update(to_sign.as_bytes());
+    BASE64.encode(mac.finalize().into_bytes())
+}
+
+pub fn encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// No secret of the test set-up in a log or message: the Gemini key, the
+/// account key, any SAS signature or bearer token, and `extra` (the secrets
+/// a test adds).
+pub fn assert_no_secret(text: &str, extra: &[&str]) {
+    for s in [TEST_KEY, AZURITE_KEY, "sig="].iter().chain(extra) {
+        assert!(!text.contains(s), "a secret ({s:.6}…) leaked into: {text}");
+    }
 }
