@@ -1,6 +1,10 @@
 //! The streamable HTTP transport against the real binary: auth, Host
 //! checks, a generate over rmcp's HTTP client with progress, metrics, the
-//! configure_gemini_token refusal, stateless mode, and SIGTERM draining.
+//! configure_gemini_token refusal, stateless mode, SIGTERM draining, and a
+//! client that hangs up mid-call (stateless: cancelled; session: finished
+//! and kept for the session).
+
+#![allow(clippy::disallowed_methods)] // reads small /metrics and JSON-RPC replies
 
 mod common;
 
@@ -228,7 +232,7 @@ async fn http_mode_end_to_end() {
     let (code, log) = term.await.expect("join");
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("draining"));
-    assert!(!log.contains(TOKEN) && !log.contains(TEST_KEY));
+    assert_no_secret(&log, &[TOKEN]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,4 +268,148 @@ async fn stateless_mode_explains_continue_editing() {
     drop(c);
     let (code, _) = srv.sigterm().await;
     assert_eq!(code, Some(0));
+}
+
+/// The `nano_banana_<name>` value from /metrics.
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("nano_banana_{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// POST one JSON-RPC message to /mcp (raw, so the test can walk away).
+fn mcp_post(
+    base: &str,
+    session: Option<&str>,
+    body: &serde_json::Value,
+) -> reqwest::RequestBuilder {
+    let mut r = reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(body);
+    if let Some(s) = session {
+        r = r.header("mcp-session-id", s);
+    }
+    r
+}
+
+async fn wait_for_upload(dir: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while files_in(dir).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no upload started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_idle(base: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(base, "requests_in_flight").await != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reservation was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_client_that_disconnects_mid_call() {
+    let fake = fake().await;
+    let call = |id: u64, prompt: &str| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"generate_image","arguments":{"prompt":prompt}}});
+    let slow = "leaving fake:size=6MiB fake:drip=20";
+
+    // Stateless: the call belongs to its HTTP request; hanging up cancels it.
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = start_http(
+        &fake.base_url(),
+        dir.path(),
+        &["--stateless", "--block-size", "256KiB"],
+    )
+    .await;
+    let pending = tokio::spawn(mcp_post(&srv.base, None, &call(1, slow)).send());
+    wait_for_upload(dir.path()).await;
+    pending.abort();
+    let _ = pending.await;
+    wait_idle(&srv.base).await;
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "left behind: {:?}",
+        files_in(dir.path())
+    );
+    // Gemini's response was dropped too: read on, it would have ended
+    // within ~2.6 s of the call.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !fake.state.sent()[0].completed,
+        "Gemini was read to the end"
+    );
+    let (code, log) = srv.sigterm().await;
+    assert_eq!(code, Some(0));
+    assert_no_secret(&log, &[TOKEN]);
+
+    // Sessions: the call belongs to the session; the client may come back
+    // for the result.
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = start_http(&fake.base_url(), dir.path(), &["--block-size", "256KiB"]).await;
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"leaver","version":"1"}}});
+    let r = mcp_post(&srv.base, None, &init).send().await.expect("init");
+    let sid = r.headers()["mcp-session-id"]
+        .to_str()
+        .expect("sid")
+        .to_string();
+    drop(r);
+    mcp_post(
+        &srv.base,
+        Some(&sid),
+        &json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+    )
+    .send()
+    .await
+    .expect("initialized");
+    let pending = tokio::spawn(mcp_post(&srv.base, Some(&sid), &call(2, slow)).send());
+    wait_for_upload(dir.path()).await;
+    pending.abort();
+    let _ = pending.await;
+    wait_idle(&srv.base).await;
+    let files = files_in(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        !files[0].starts_with('.'),
+        "a temp file was left: {files:?}"
+    );
+    let stored = std::fs::read(dir.path().join(&files[0])).expect("read");
+    let r = mcp_post(
+        &srv.base,
+        Some(&sid),
+        &json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_last_image_info","arguments":{}}}),
+    )
+    .send()
+    .await
+    .expect("post");
+    // The reply is one SSE event; its data line is the JSON-RPC response.
+    let text = r.text().await.expect("text");
+    let reply: serde_json::Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .find_map(|d| serde_json::from_str(d).ok())
+        .unwrap_or_else(|| panic!("no JSON-RPC reply in {text}"));
+    let image = &reply["result"]["structuredContent"]["image"];
+    assert_eq!(image["blobName"], files[0].as_str(), "{reply}");
+    assert_eq!(image["sha256"], sha256_hex(&stored).as_str());
+    let (code, log) = srv.sigterm().await;
+    assert_eq!(code, Some(0));
+    assert_no_secret(&log, &[TOKEN]);
 }
