@@ -226,12 +226,14 @@ async fn slow_drip_big_text_and_timeouts() {
         env: vec![("GEMINI_READ_TIMEOUT_SECS".into(), "1".into())],
     })
     .await;
+    let baseline = s.rss_mib();
     let r = s
         .call("generate_image", prompt("fake:drip=1500 fake:size=300000"))
         .await;
     assert!(is_error(&r));
     assert!(text_of(&r).contains("stopped sending"), "{}", text_of(&r));
     assert!(files_in(dir.path()).is_empty());
+    s.assert_settled(baseline).await;
     let r = s
         .call(
             "generate_image",
@@ -257,6 +259,7 @@ async fn azure_faults_leave_no_blob_and_no_secret() {
         env: vec![("NANO_BANANA_BLOCK_SIZE".into(), "256KiB".into())],
     })
     .await;
+    let baseline = s.rss_mib();
     for p in [
         "fake:truncate fake:size=3MiB",
         "fake:badbase64 fake:size=3MiB",
@@ -266,6 +269,7 @@ async fn azure_faults_leave_no_blob_and_no_secret() {
         assert!(is_error(&r), "{p}");
     }
     assert!(list_blobs(&endpoint, &container).await.is_empty());
+    s.assert_settled(baseline).await;
     let r = s.call("generate_image", prompt("fake:size=3MiB")).await;
     assert!(!is_error(&r), "{}", text_of(&r));
     assert_eq!(list_blobs(&endpoint, &container).await.len(), 1);
@@ -456,6 +460,7 @@ async fn azurite_stopped_mid_upload_then_back() {
         env: vec![("NANO_BANANA_BLOCK_SIZE".into(), "256KiB".into())],
     })
     .await;
+    let baseline = s.rss_mib();
     // ~2.5 s of download; Azurite goes away after 1 s, blocks already sent.
     let t = std::time::Instant::now();
     let (r, ()) = tokio::join!(
@@ -474,6 +479,7 @@ async fn azurite_stopped_mid_upload_then_back() {
     );
     assert!(took < Duration::from_secs(40), "failed only after {took:?}");
     assert_no_secret(&t_err, &[]);
+    s.assert_settled(baseline).await;
 
     // Back up on the same data: nothing was committed, and work resumes.
     let az = OwnAzurite::start(&az_bin, port, data.path()).await;
@@ -515,6 +521,7 @@ async fn missing_container_that_may_not_be_created() {
         env: vec![],
     })
     .await;
+    let baseline = s.rss_mib();
     let r = s.call("generate_image", prompt("fake:size=300000")).await;
     assert!(is_error(&r));
     let t = text_of(&r);
@@ -523,9 +530,8 @@ async fn missing_container_that_may_not_be_created() {
         "{t}"
     );
     assert_no_secret(&t, &[&sig]);
-    // Still serving, and nothing was created.
-    let r = s.call("get_configuration_status", json!({})).await;
-    assert!(!is_error(&r), "{}", text_of(&r));
+    // Still serving, settled, and nothing was created.
+    s.assert_settled(baseline).await;
     let log = s.stop().await;
     assert!(
         log.contains("could not create the Azure container"),

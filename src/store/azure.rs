@@ -50,6 +50,20 @@ pub enum UrlMode {
     ConnectionSas,
 }
 
+/// The server's settings on top of a connection's: bounded retries, and at
+/// most eight idle keep-alive connections (a burst of uploads would
+/// otherwise leave one per concurrent block behind, each with its buffers).
+fn tuned(
+    b: object_store::azure::MicrosoftAzureBuilder,
+) -> object_store::azure::MicrosoftAzureBuilder {
+    use object_store::ClientConfigKey;
+    use object_store::azure::AzureConfigKey;
+    b.with_retry(storage_retry()).with_config(
+        AzureConfigKey::Client(ClientConfigKey::PoolMaxIdlePerHost),
+        "8",
+    )
+}
+
 pub struct AzureStore {
     store: Arc<MicrosoftAzure>,
     cs: ConnectionString,
@@ -66,9 +80,7 @@ impl AzureStore {
         sas_ttl: Duration,
         max_in_flight: usize,
     ) -> Result<Self, StoreError> {
-        let store = cs
-            .builder(&container)
-            .with_retry(storage_retry())
+        let store = tuned(cs.builder(&container))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
         let url_mode = if public_urls {
@@ -96,8 +108,7 @@ impl AzureStore {
         sas_ttl: Duration,
         max_in_flight: usize,
     ) -> Result<Self, StoreError> {
-        let store = super::connstr::builder_for_identity(account, &container)
-            .with_retry(storage_retry())
+        let store = tuned(super::connstr::builder_for_identity(account, &container))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
         let endpoint = url::Url::parse(&format!("https://{account}.blob.core.windows.net"))

@@ -132,6 +132,37 @@ impl Server {
         .expect("tool call")
     }
 
+    /// The server's resident set, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        let pid = self.pid.expect("pid");
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("VmRSS")
+            / 1024.0
+    }
+
+    /// After a fault: the memory reservation is released (the governor's
+    /// in-flight count is 0) and RSS settles within 8 MiB of `baseline_mib`.
+    pub async fn assert_settled(&self, baseline_mib: f64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = self.call("get_configuration_status", json!({})).await;
+            let in_flight = structured(&st)["memory"]["inFlight"].as_u64();
+            let rss = self.rss_mib();
+            if in_flight == Some(0) && rss <= baseline_mib + 8.0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not settled: inFlight {in_flight:?}, RSS {rss:.1} MiB against a baseline of {baseline_mib:.1}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stop the server and return everything it logged.
     pub async fn stop(self) -> String {
         let _ = self.client.cancel().await;
