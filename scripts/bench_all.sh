@@ -12,4 +12,5 @@ python3 scripts/peak_rss.py --size-mib 30 --edit
 for s in 1 8 30; do for c in 1 4 16; do
   python3 scripts/memload.py --limit-mib 64 --size-mib "$s" --concurrency "$c" --sequential 0
 done; done
-bash scripts/bench_http.sh
+python3 scripts/bench_http.py
+python3 scripts/bench_http.py --skip-list --storage azure
