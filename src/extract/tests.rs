@@ -314,7 +314,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(crate::testkit::fuzz_cases(2000)))]
     /// Untrusted bytes never panic the extractor, whatever the framing
     /// (the stable toolchain here cannot run cargo-fuzz; this is the
     /// nearest real thing).

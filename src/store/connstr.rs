@@ -1118,7 +1118,7 @@ mod fuzz_like {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #![proptest_config(ProptestConfig::with_cases(crate::testkit::fuzz_cases(3000)))]
         /// Arbitrary input never panics the parser.
         #[test]
         fn arbitrary_strings_never_panic(s in ".{0,300}") {
