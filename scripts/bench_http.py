@@ -181,27 +181,25 @@ def ms(x):
 
 def tools_list_rows(args):
     """tools/list with the server pinned to one core: on one session (wrk,
-    unique ids) and stateless (hey)."""
+    unique ids) and stateless."""
     fake = d.FakeGemini(0)
     out = tempfile.mkdtemp()
     body = '{"jsonrpc":"2.0","id":__ID__,"method":"tools/list"}'
+    servers = []
     try:
-        srv = HttpServer(fake, out, [], {}, pin_core=0)
-        sid = srv.session()
-        for c in args.list_concurrency:
-            reset_peak(srv.pid)
-            r = wrk(srv.url(), body, c, sid, args.duration)
-            m = rss(srv.pid)
-            row("tools/list, one session, one core (wrk)", c, r, m["VmHWM"], m["VmRSS"])
-        srv.stop()
-        srv = HttpServer(fake, out, ["--stateless"], {}, pin_core=0)
-        for c in args.list_concurrency:
-            reset_peak(srv.pid)
-            r = wrk(srv.url(), body, c, None, args.duration)
-            m = rss(srv.pid)
-            row("tools/list, stateless, one core (wrk)", c, r, m["VmHWM"], m["VmRSS"])
-        srv.stop()
+        for mode, extra in (("one session", []), ("stateless", ["--stateless"])):
+            srv = HttpServer(fake, out, extra, {}, pin_core=0)
+            servers.append(srv)
+            sid = srv.session() if not extra else None
+            for c in args.list_concurrency:
+                reset_peak(srv.pid)
+                r = wrk(srv.url(), body, c, sid, args.duration)
+                m = rss(srv.pid)
+                row(f"tools/list, {mode}, one core (wrk)", c, r, m["VmHWM"], m["VmRSS"])
+            srv.stop()
     finally:
+        for srv in servers:
+            srv.stop()
         fake.stop()
         shutil.rmtree(out, ignore_errors=True)
 
