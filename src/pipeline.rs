@@ -239,6 +239,9 @@ impl Pipeline {
         }
         let mut images = Images::new(&self.store, job.prefix);
         let outcome = self.stream(streaming, &mut images, progress, cancel).await;
+        // Gemini's last byte has been read: what follows is the latency
+        // this server adds (the last block, the commit).
+        let body_done = Instant::now();
         let summary = match outcome {
             Ok(s) => s,
             Err(e) => {
@@ -276,6 +279,7 @@ impl Pipeline {
             blob = %stored.blob_name,
             bytes = meta.bytes,
             ms = started.elapsed().as_millis() as u64,
+            after_last_byte_ms = body_done.elapsed().as_millis() as u64,
             "image stored"
         );
         Ok(ImageResult {
