@@ -307,11 +307,7 @@ async fn slow_call_under_way(fake: &FakeGemini, dir: &std::path::Path) -> Raw {
     .await;
     s.send(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"generate_image","arguments":{"prompt":"gone fake:size=6MiB fake:drip=20"}}}))
         .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while files_in(dir).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no upload started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_upload(dir).await;
     s
 }
 
@@ -356,18 +352,7 @@ async fn sigterm_mid_call_leaves_nothing_half_written() {
         t.elapsed()
     );
     assert!(status.success(), "{status:?}\n{log}");
-    assert!(
-        files_in(dir.path()).is_empty(),
-        "left behind: {:?}",
-        files_in(dir.path())
-    );
-    // The Gemini response was abandoned: had the server kept reading, the
-    // fake would have sent it all within ~2.6 s of the call.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        !fake.state.sent()[0].completed,
-        "Gemini was read to the end"
-    );
+    assert_abandoned(dir.path(), &fake).await;
     assert_no_secret(&log, &[]);
 }
 

@@ -309,3 +309,25 @@ pub fn assert_no_secret(text: &str, extra: &[&str]) {
         assert!(!text.contains(s), "a secret ({s:.6}…) leaked into: {text}");
     }
 }
+
+/// Wait until an upload has put its first blocks into `dir`, so what a test
+/// does next happens mid-upload.
+pub async fn wait_for_upload(dir: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while files_in(dir).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no upload started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After a cancelled slow call (`fake:size=6MiB fake:drip=20`): nothing in
+/// `dir`, not even a temp file, and the Gemini response was abandoned — had
+/// the server kept reading, the fake would have sent it all within ~2.6 s.
+pub async fn assert_abandoned(dir: &Path, fake: &FakeGemini) {
+    assert!(files_in(dir).is_empty(), "left behind: {:?}", files_in(dir));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !fake.state.sent()[0].completed,
+        "Gemini was read to the end"
+    );
+}
