@@ -6,6 +6,8 @@
 use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use tokio::task::JoinHandle;
@@ -31,13 +33,25 @@ impl LocalStore {
     pub async fn begin(&self, name: String) -> Result<LocalUpload, StoreError> {
         let final_path = self.dir.join(&name);
         let tmp = self.dir.join(format!(".{name}.part"));
-        let t = tmp.clone();
+        // The file exists before this future gets it back; if the call is
+        // cancelled in between, the guard or the creating thread removes it.
+        let guard = CreateGuard::new(tmp.clone());
+        let (t, dropped) = (tmp.clone(), guard.dropped.clone());
         let file = tokio::task::spawn_blocking(move || {
-            fs::OpenOptions::new().write(true).create_new(true).open(&t)
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&t)?;
+            if dropped.load(Ordering::SeqCst) {
+                let _ = fs::remove_file(&t);
+            }
+            Ok(file)
         })
         .await
-        .map_err(|e| local_err(&tmp, &std::io::Error::other(e)))?
-        .map_err(|e| local_err(&tmp, &e))?;
+        .map_err(|e| local_err(&tmp, &std::io::Error::other(e)))?;
+        // A failed create made no file of ours: nothing to remove.
+        guard.disarm();
+        let file = file.map_err(|e: std::io::Error| local_err(&tmp, &e))?;
         Ok(LocalUpload {
             name,
             tmp,
@@ -46,6 +60,38 @@ impl LocalStore {
             pending: None,
             done: false,
         })
+    }
+}
+
+/// Owns a temp file while `begin` waits for the blocking pool to create it.
+/// Whichever of drop and creation comes second removes the file: drop sets
+/// the flag and then removes; creation creates and then reads the flag.
+struct CreateGuard {
+    tmp: PathBuf,
+    dropped: Arc<AtomicBool>,
+    armed: bool,
+}
+
+impl CreateGuard {
+    fn new(tmp: PathBuf) -> Self {
+        Self {
+            tmp,
+            dropped: Arc::new(AtomicBool::new(false)),
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.dropped.store(true, Ordering::SeqCst);
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -117,8 +163,14 @@ impl LocalUpload {
         let _ = self.settle().await;
         self.file = None;
         let tmp = self.tmp.clone();
-        let _ = tokio::task::spawn_blocking(move || fs::remove_file(tmp)).await;
-        self.done = true;
+        // While the runtime shuts down (SIGTERM) the blocking pool refuses
+        // new work; then `done` stays false and `drop` removes the file.
+        if tokio::task::spawn_blocking(move || fs::remove_file(tmp))
+            .await
+            .is_ok()
+        {
+            self.done = true;
+        }
     }
 }
 
@@ -175,5 +227,49 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.png")]);
+    }
+
+    /// SIGTERM: the runtime is shutting down while a call aborts its
+    /// upload, so the blocking pool refuses the removal; the file must
+    /// still go.
+    #[test]
+    fn abort_while_the_runtime_shuts_down_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::open(dir.path()).expect("open");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let mut up = rt.block_on(store.begin("a.png".into())).expect("begin");
+        rt.block_on(up.write(Bytes::from_static(b"abc")))
+            .expect("write");
+        let handle = rt.handle().clone();
+        drop(rt);
+        let _entered = handle.enter();
+        futures::executor::block_on(up.abort());
+        let left: Vec<_> = fs::read_dir(dir.path()).expect("ls").collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// A call cancelled while `begin` waits for the blocking pool: the temp
+    /// file is created after the future is gone, and must not stay behind.
+    #[tokio::test]
+    async fn begin_cancelled_before_the_file_comes_back_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::open(dir.path()).expect("open");
+        let mut cancelled_mid_create = 0;
+        for i in 0..50 {
+            let mut begin = Box::pin(store.begin(format!("{i}.png")));
+            // One poll hands the create to the blocking pool; then cancel.
+            // (If the pool was already done, the upload itself is dropped.)
+            if futures::poll!(begin.as_mut()).is_pending() {
+                cancelled_mid_create += 1;
+            }
+            drop(begin);
+        }
+        assert!(cancelled_mid_create > 0, "never cancelled mid-create");
+        // Let the blocking pool finish the creates it had started.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let left: Vec<_> = fs::read_dir(dir.path()).expect("ls").collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 }
