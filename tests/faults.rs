@@ -321,13 +321,7 @@ async fn stdio_client_that_disappears_still_gets_its_image_stored() {
     // thrown away); then the server exits on its own.
     let (status, log) = s.vanish().await;
     assert!(status.success(), "{status:?}\n{log}");
-    let files = files_in(dir.path());
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert!(
-        !files[0].starts_with('.'),
-        "a temp file was left: {files:?}"
-    );
-    let stored = std::fs::read(dir.path().join(&files[0])).expect("read");
+    let (_, stored) = only_stored_file(dir.path());
     let sent = fake.state.sent();
     assert_eq!(sent.len(), 1);
     assert!(sent[0].completed);

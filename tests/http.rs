@@ -365,13 +365,7 @@ async fn http_client_that_disconnects_mid_call() {
     pending.abort();
     let _ = pending.await;
     wait_idle(&srv.base).await;
-    let files = files_in(dir.path());
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert!(
-        !files[0].starts_with('.'),
-        "a temp file was left: {files:?}"
-    );
-    let stored = std::fs::read(dir.path().join(&files[0])).expect("read");
+    let (name, stored) = only_stored_file(dir.path());
     let r = mcp_post(
         &srv.base,
         Some(&sid),
@@ -388,7 +382,7 @@ async fn http_client_that_disconnects_mid_call() {
         .find_map(|d| serde_json::from_str(d).ok())
         .unwrap_or_else(|| panic!("no JSON-RPC reply in {text}"));
     let image = &reply["result"]["structuredContent"]["image"];
-    assert_eq!(image["blobName"], files[0].as_str(), "{reply}");
+    assert_eq!(image["blobName"], name.as_str(), "{reply}");
     assert_eq!(image["sha256"], sha256_hex(&stored).as_str());
     let (code, log) = srv.sigterm().await;
     assert_eq!(code, Some(0));

@@ -219,6 +219,19 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     v
 }
 
+/// The name and bytes of the one file in `dir`, which must be a stored
+/// image under its final name, not a temp file.
+pub fn only_stored_file(dir: &Path) -> (String, Vec<u8>) {
+    let files = files_in(dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        !files[0].starts_with('.'),
+        "a temp file was left: {files:?}"
+    );
+    let bytes = std::fs::read(dir.join(&files[0])).expect("read");
+    (files[0].clone(), bytes)
+}
+
 /// Blob names in an Azurite container (a signed List Blobs).
 pub async fn list_blobs(endpoint: &str, container: &str) -> Vec<String> {
     use futures::TryStreamExt as _;
