@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, BuildOptions, Transport};
+use crate::app::{App, Transport};
 use crate::config::{Config, DemoCmd, DoctorCmd, EditCmd, GenerateCmd};
-use crate::pipeline::{ImageResult, Job, Progress, Stage};
+use crate::pipeline::{Job, Progress, Stage, StoredImage};
 
 /// Progress on stderr.
 struct CliProgress {
@@ -103,20 +103,14 @@ fn with_out(cfg: &Config, out: Option<&Path>) -> Config {
 }
 
 async fn build(cfg: &Config) -> Result<Arc<App>, String> {
-    let app = App::build(
-        cfg,
-        BuildOptions {
-            transport: Transport::Cli,
-            allow_configure_token: false,
-            stateless: false,
-        },
-    )
-    .await?;
+    let app = App::build(cfg.app_settings(Transport::Cli, false, false))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Arc::new(app))
 }
 
 /// Run a job with Ctrl-C cancelling it (nothing is stored then).
-async fn run(app: &App, job: Job) -> Result<ImageResult, String> {
+async fn run(app: &App, job: Job) -> Result<StoredImage, String> {
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     let ctrl_c = tokio::spawn(async move {
@@ -130,8 +124,12 @@ async fn run(app: &App, job: Job) -> Result<ImageResult, String> {
     r.map_err(|e| e.to_string())
 }
 
-fn print_location(img: &ImageResult) {
-    let loc = img.path.clone().unwrap_or_else(|| img.url.clone());
+fn print_location(img: &StoredImage) {
+    let loc = img
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| img.url.clone());
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{loc}");
 }
@@ -139,45 +137,42 @@ fn print_location(img: &ImageResult) {
 pub async fn generate(cfg: &Config, cmd: GenerateCmd) -> Result<(), String> {
     let cfg = with_out(cfg, cmd.out.as_deref());
     let app = build(&cfg).await?;
-    let opts = crate::gemini::models::validate(
-        &cfg.gemini_model,
-        cmd.aspect_ratio.as_deref(),
-        cmd.image_size.as_deref(),
-    )?;
-    let img = run(&app, Job::generate(cmd.prompt, opts)).await?;
+    let req = app
+        .pipeline
+        .request(
+            cmd.prompt,
+            cmd.aspect_ratio.as_deref(),
+            cmd.image_size.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+    let img = run(&app, Job::generate(req)).await?;
     print_location(&img);
     Ok(())
 }
 
-async fn edit_with(app: &App, model: &str, cmd: EditCmd) -> Result<ImageResult, String> {
-    let opts = crate::gemini::models::validate(
-        model,
-        cmd.aspect_ratio.as_deref(),
-        cmd.image_size.as_deref(),
-    )?;
+async fn edit_with(app: &App, cmd: EditCmd) -> Result<StoredImage, String> {
+    let req = app
+        .pipeline
+        .request(
+            cmd.prompt,
+            cmd.aspect_ratio.as_deref(),
+            cmd.image_size.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
     let mut specs = vec![cmd.image];
     specs.extend(cmd.refs);
     let images = app
         .fetcher
-        .prepare_all(&specs, model)
+        .prepare_all(&specs, app.pipeline.model())
         .await
         .map_err(|e| e.to_string())?;
-    let body = crate::inputs::edit_body(None, &images, &cmd.prompt, &opts);
-    let job = Job {
-        prompt: cmd.prompt,
-        options: opts,
-        prefix: "edited",
-        body: Box::new(body),
-        extra_reservation: 1 << 20,
-        inputs: images,
-    };
-    run(app, job).await
+    run(app, Job::edit(req, None, images)).await
 }
 
 pub async fn edit(cfg: &Config, cmd: EditCmd) -> Result<(), String> {
     let cfg = with_out(cfg, cmd.out.as_deref());
     let app = build(&cfg).await?;
-    let img = edit_with(&app, &cfg.gemini_model, cmd).await?;
+    let img = edit_with(&app, cmd).await?;
     print_location(&img);
     Ok(())
 }
@@ -269,18 +264,22 @@ pub async fn demo(cfg: &Config, cmd: DemoCmd) -> Result<(), String> {
         );
     }
     let size = cmd.size;
-    let gen_img = run(
-        &app,
-        Job::generate(
+    let req = app
+        .pipeline
+        .request(
             format!("a banana riding a rocket fake:size={size} fake:text"),
-            Default::default(),
-        ),
-    )
-    .await?;
-    let gen_path = gen_img.path.clone().unwrap_or_default();
+            None,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+    let gen_img = run(&app, Job::generate(req)).await?;
+    let gen_path = gen_img
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let edit_img = edit_with(
         &app,
-        &c.gemini_model,
         EditCmd {
             image: gen_path.clone(),
             prompt: format!("make it pink fake:size={}", size / 2),
@@ -300,7 +299,11 @@ pub async fn demo(cfg: &Config, cmd: DemoCmd) -> Result<(), String> {
         .unwrap_or_default();
     let mut out = std::io::stdout().lock();
     for (what, img) in [("generated", &gen_img), ("edited", &edit_img)] {
-        let path = img.path.clone().unwrap_or_default();
+        let path = img
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let on_disk = sha256_file(Path::new(&path))?;
         let matches = sent_shas.contains(&on_disk.as_str());
         let _ = writeln!(
@@ -390,10 +393,7 @@ impl Check {
 /// everything passed.
 pub async fn doctor(cfg: &Config, cmd: DoctorCmd) -> Result<bool, String> {
     let mut checks = Vec::new();
-    let key = cfg
-        .gemini_api_key
-        .clone()
-        .or_else(|| crate::config::key_file().and_then(|p| crate::config::load_persisted_key(&p)));
+    let key = crate::app::keys::resolve(cfg.gemini_api_key.as_ref());
     checks.push(match &key {
         Some(_) => Check::pass("Gemini API key", "present (not shown)"),
         None => Check::fail(
@@ -425,25 +425,8 @@ pub async fn doctor(cfg: &Config, cmd: DoctorCmd) -> Result<bool, String> {
         Check::skip("Gemini reachable", "skipped: no key")
     });
     storage_checks(cfg, &mut checks).await;
-    let limit = crate::memory::cgroup::discover(&crate::memory::cgroup::LimitOverrides {
-        memory_limit_bytes: cfg.memory_limit,
-        max_old_space_size_mib: cfg.max_old_space_size,
-    });
-    let per_request = crate::pipeline::PipelineConfig {
-        limits: crate::extract::Limits {
-            block_size: cfg.block_size as usize,
-            ..Default::default()
-        },
-        blocks_in_flight: cfg.blocks_in_flight,
-        read_timeout: Duration::from_secs(1),
-        max_prompt_bytes: 0,
-        naive: false,
-    }
-    .per_request_bytes();
-    let baseline = crate::memory::cgroup::proc_self_status_rss()
-        .map(|r| r.0)
-        .unwrap_or(8 << 20);
-    let plan = crate::memory::plan(limit.bytes, baseline, cfg.memory_fraction, per_request);
+    let per_request = cfg.pipeline_config().per_request_bytes();
+    let (limit, plan) = crate::app::plan_memory(&cfg.memory_settings(), per_request);
     let detail = format!(
         "limit {:.0} MiB from {}; budget {:.0} MiB; {} requests at once ({:.1} MiB each)",
         mib(limit.bytes),

@@ -3,7 +3,8 @@
 //! one clear line before any work starts. Secrets are `Secret`s from the
 //! moment they are parsed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -20,6 +21,10 @@ use crate::secret::Secret;
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
+    /// `serve`'s options, for the default command: `nano-banana-mcp --http
+    /// ADDR` is `nano-banana-mcp serve --http ADDR`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -152,7 +157,7 @@ impl ServeArgs {
     pub fn http_config(
         &self,
         addr: std::net::SocketAddr,
-    ) -> Result<crate::http::HttpConfig, String> {
+    ) -> Result<crate::transport::http::HttpConfig, String> {
         let token = match (&self.auth_token, &self.auth_token_file) {
             (Some(t), _) if !t.is_empty() => Some(t.clone()),
             (_, Some(f)) => {
@@ -204,15 +209,15 @@ impl ServeArgs {
         } else {
             self.allowed_origins.clone()
         };
-        Ok(crate::http::HttpConfig {
+        Ok(crate::transport::http::HttpConfig {
             addr,
             token,
             allowed_hosts,
             allowed_origins,
             stateless: self.stateless,
             max_body_bytes: self.max_body_bytes as usize,
-            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
-            session_idle: std::time::Duration::from_secs(self.session_idle_secs.max(1)),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            session_idle: Duration::from_secs(self.session_idle_secs.max(1)),
         })
     }
 }
@@ -478,45 +483,87 @@ impl Config {
     }
 }
 
-/// Where a persisted API key lives: `$XDG_CONFIG_HOME/nano-banana-mcp/gemini-api-key`.
-pub fn key_file() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("nano-banana-mcp").join("gemini-api-key"))
-}
-
-/// Save the key readable by the owner only (0600), replacing atomically.
-pub fn persist_key(path: &Path, key: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+impl Config {
+    /// The settings of every layer, derived here once.
+    pub fn app_settings(
+        &self,
+        transport: crate::app::Transport,
+        allow_configure_token: bool,
+        stateless: bool,
+    ) -> crate::app::AppSettings {
+        crate::app::AppSettings {
+            pipeline: self.pipeline_config(),
+            memory: self.memory_settings(),
+            gemini: crate::gemini::GeminiConfig {
+                base_url: self.gemini_base_url.clone(),
+                model: self.gemini_model.clone(),
+                streaming: self.gemini_streaming,
+                read_timeout: Duration::from_secs(self.gemini_read_timeout_secs),
+                first_byte_timeout: Duration::from_secs(self.gemini_timeout_secs),
+                max_attempts: self.gemini_max_attempts,
+                retry_base: Duration::from_millis(self.gemini_retry_base_ms),
+                retry_cap: Duration::from_secs(self.gemini_retry_cap_secs),
+                ..crate::gemini::GeminiConfig::default()
+            },
+            gemini_key: self.gemini_api_key.clone(),
+            store: self.store_config(),
+            inputs: crate::app::InputSettings {
+                allowed_dirs: self.allowed_dirs.clone(),
+                allow_hosts: self.allow_url_hosts.clone(),
+                max_input_bytes: self.max_input_bytes,
+                max_total_bytes: self.max_total_input_bytes,
+                temp_dir: self.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+            },
+            transport,
+            allow_configure_token,
+            stateless,
+        }
     }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(key.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
 
-/// Read a persisted key, refusing files others can read.
-pub fn load_persisted_key(path: &Path) -> Option<Secret> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(path = %path.display(), "ignoring saved API key: the file is readable by others (chmod 600 it)");
-        return None;
+    pub fn pipeline_config(&self) -> crate::pipeline::PipelineConfig {
+        crate::pipeline::PipelineConfig {
+            limits: crate::extract::Limits {
+                block_size: self.block_size as usize,
+                max_image_bytes: self.max_image_bytes,
+                ..crate::extract::Limits::default()
+            },
+            blocks_in_flight: self.blocks_in_flight,
+            max_prompt_bytes: self.max_prompt_bytes as usize,
+            naive: self.naive_reference,
+        }
     }
-    let key = std::fs::read_to_string(path).ok()?;
-    let key = key.trim();
-    (!key.is_empty()).then(|| Secret::new(key))
+
+    pub fn memory_settings(&self) -> crate::app::MemorySettings {
+        crate::app::MemorySettings {
+            overrides: crate::memory::LimitOverrides {
+                memory_limit_bytes: self.memory_limit,
+                max_old_space_size_mib: self.max_old_space_size,
+            },
+            fraction: self.memory_fraction,
+            queue_max: self.queue_max,
+            queue_timeout: Duration::from_secs(self.queue_timeout_secs),
+        }
+    }
+
+    pub fn store_config(&self) -> crate::store::StoreConfig {
+        crate::store::StoreConfig {
+            azure_connection_string: self.azure_connection_string.clone(),
+            azure_account: self.azure_account.clone(),
+            container: self.azure_container.clone(),
+            create_container: self.azure_create_container,
+            public_urls: self.azure_public_urls,
+            sas_ttl: Duration::from_secs(self.azure_sas_ttl_hours * 3600),
+            blocks_in_flight: self.blocks_in_flight,
+            output_dir: self.output_dir.clone(),
+        }
+    }
+
+    pub fn session_settings(&self) -> crate::mcp::SessionSettings {
+        crate::mcp::SessionSettings {
+            max: self.max_sessions,
+            ttl: Duration::from_secs(self.session_ttl_hours * 3600),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -537,18 +584,5 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--block-size", "lots"]).is_err());
         let cli = Cli::try_parse_from(["x", "--block-size", "1KiB"]).expect("parse");
         assert!(cli.config.validate().is_err());
-    }
-
-    #[test]
-    fn key_file_round_trip_is_private() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().expect("tmp");
-        let p = dir.path().join("a/key");
-        persist_key(&p, "AIzaTEST").expect("persist");
-        let mode = std::fs::metadata(&p).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(load_persisted_key(&p).expect("load").expose(), "AIzaTEST");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(load_persisted_key(&p).is_none());
     }
 }

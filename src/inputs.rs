@@ -4,7 +4,7 @@
 //! any request is sent: local files are used in place, everything else is
 //! downloaded (capped, streamed) to a private temp file that is deleted
 //! when the call ends. The request body then streams those files as
-//! base64 (see `edit_body`), so no input is ever held whole, and a retry
+//! base64 (`gemini::request` builds it), so no input is ever held whole, and a retry
 //! can read them again.
 //!
 //! The same tools are reachable over HTTP, so inputs are checked: paths
@@ -19,13 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::extract::sniff::{self, ImageFormat};
-use crate::gemini::request::generation_config;
-use crate::gemini::{ImageOptions, RequestBody};
+use crate::gemini::InlineFile;
 use crate::store::Store;
 
 /// What inputs may be.
@@ -104,6 +103,18 @@ pub struct Prepared {
     _temp: Option<TempFile>,
 }
 
+impl Prepared {
+    /// The file as Gemini's request sends it (the temp file, if any, stays
+    /// with `self` and must outlive the request).
+    pub fn inline(&self) -> InlineFile {
+        InlineFile {
+            path: self.path.clone(),
+            len: self.len,
+            mime: self.format.mime(),
+        }
+    }
+}
+
 pub struct Fetcher {
     pub rules: InputRules,
     pub store: Arc<Store>,
@@ -162,7 +173,7 @@ impl Fetcher {
     pub async fn load_stored(
         &self,
         blob_name: &str,
-        path: Option<&str>,
+        path: Option<&Path>,
     ) -> Result<Prepared, InputError> {
         match (&*self.store, path) {
             (Store::Local(_), Some(p)) => {
@@ -570,167 +581,6 @@ pub fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
-/// One turn of an earlier exchange, sent back for multi-turn edits with
-/// Gemini 3 (which asks for its `thoughtSignature`s back).
-pub struct History {
-    pub prompt: String,
-    pub image: Prepared,
-    pub signature: String,
-}
-
-/// Pieces of a streamed request body.
-enum Segment {
-    Bytes(Bytes),
-    /// A file, sent as base64.
-    File(PathBuf, u64),
-}
-
-fn b64_len(n: u64) -> u64 {
-    n.div_ceil(3) * 4
-}
-
-/// The request body of an edit: images as `inlineData` parts streamed from
-/// their files, then the prompt. Content-Length is exact because every
-/// size is known.
-pub fn edit_body(
-    history: Option<&History>,
-    images: &[Prepared],
-    prompt: &str,
-    opts: &ImageOptions,
-) -> impl Fn() -> RequestBody + Send + Sync + 'static {
-    let body = edit_body_parts(history, images, prompt, opts);
-    move || body.request_body()
-}
-
-fn edit_body_parts(
-    history: Option<&History>,
-    images: &[Prepared],
-    prompt: &str,
-    opts: &ImageOptions,
-) -> EditBody {
-    let mut segs: Vec<Segment> = Vec::new();
-    let json_str = |s: &str| serde_json::Value::String(s.to_string()).to_string();
-    let mut text = String::from(r#"{"contents":["#);
-    if let Some(h) = history {
-        text.push_str(&format!(
-            r#"{{"role":"user","parts":[{{"text":{}}}]}},{{"role":"model","parts":[{{"inlineData":{{"mimeType":"{}","data":""#,
-            json_str(&h.prompt),
-            h.image.format.mime()
-        ));
-        segs.push(Segment::Bytes(Bytes::from(std::mem::take(&mut text))));
-        segs.push(Segment::File(h.image.path.clone(), h.image.len));
-        text.push_str(&format!(
-            r#""}},"thoughtSignature":{}}}]}},"#,
-            json_str(&h.signature)
-        ));
-    }
-    text.push_str(r#"{"role":"user","parts":["#);
-    for (i, img) in images.iter().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(&format!(
-            r#"{{"inlineData":{{"mimeType":"{}","data":""#,
-            img.format.mime()
-        ));
-        segs.push(Segment::Bytes(Bytes::from(std::mem::take(&mut text))));
-        segs.push(Segment::File(img.path.clone(), img.len));
-        text.push_str(r#""}}"#);
-    }
-    if !images.is_empty() {
-        text.push(',');
-    }
-    text.push_str(&format!(
-        r#"{{"text":{}}}]}}],"generationConfig":{}}}"#,
-        json_str(prompt),
-        generation_config(opts)
-    ));
-    segs.push(Segment::Bytes(Bytes::from(text)));
-    let total: u64 = segs
-        .iter()
-        .map(|s| match s {
-            Segment::Bytes(b) => b.len() as u64,
-            Segment::File(_, n) => b64_len(*n),
-        })
-        .sum();
-    EditBody {
-        segs: Arc::new(segs),
-        total,
-    }
-}
-
-/// A streamed edit body that can be produced again for each attempt.
-#[derive(Clone)]
-struct EditBody {
-    segs: Arc<Vec<Segment>>,
-    total: u64,
-}
-
-impl EditBody {
-    fn stream(&self) -> futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> {
-        let segs = Arc::clone(&self.segs);
-        futures::stream::iter(0..segs.len())
-            .map(move |i| segment_stream(&segs[i]))
-            .flatten()
-            .boxed()
-    }
-
-    fn request_body(&self) -> RequestBody {
-        RequestBody::Stream {
-            body: reqwest::Body::wrap_stream(self.stream()),
-            len: Some(self.total),
-        }
-    }
-}
-
-/// Raw bytes read per step: a multiple of 3, so each chunk encodes to
-/// whole base64 quads and chunks can simply be concatenated.
-const READ_STEP: usize = (3 * 64) << 10;
-
-fn segment_stream(
-    seg: &Segment,
-) -> futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> {
-    match seg {
-        Segment::Bytes(b) => futures::stream::once(futures::future::ready(Ok(b.clone()))).boxed(),
-        Segment::File(path, len) => {
-            let path = path.clone();
-            let len = *len;
-            futures::stream::try_unfold(
-                (None::<tokio::fs::File>, path, 0u64, vec![0u8; READ_STEP]),
-                move |(file, path, sent, mut buf)| async move {
-                    if sent >= len {
-                        return Ok(None);
-                    }
-                    let mut f = match file {
-                        Some(f) => f,
-                        None => tokio::fs::File::open(&path).await?,
-                    };
-                    // Fill the whole step (short reads would break quads).
-                    let want = READ_STEP.min((len - sent) as usize);
-                    let mut n = 0;
-                    while n < want {
-                        let k = f.read(&mut buf[n..want]).await?;
-                        if k == 0 {
-                            return Err(std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                "input file shrank while it was being sent",
-                            ));
-                        }
-                        n += k;
-                    }
-                    let mut out = BytesMut::zeroed(b64_len(n as u64) as usize);
-                    let m = base64::engine::general_purpose::STANDARD
-                        .encode_slice(&buf[..n], &mut out)
-                        .map_err(std::io::Error::other)?;
-                    out.truncate(m);
-                    Ok(Some((out.freeze(), (Some(f), path, sent + n as u64, buf))))
-                },
-            )
-            .boxed()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -764,53 +614,5 @@ mod tests {
             describe("data:image/png;base64,AAAA"),
             "data:image/png;base64,…"
         );
-    }
-
-    #[tokio::test]
-    async fn edit_body_is_valid_json_with_exact_length() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let mut img = b"\x89PNG\r\n\x1a\n".to_vec();
-        img.extend((0..(READ_STEP * 2 + 5)).map(|i| (i % 251) as u8));
-        let p = dir.path().join("a.png");
-        std::fs::write(&p, &img).expect("write");
-        let prepared = check_file(&p, "a", u64::MAX).await.expect("check");
-        let second = check_file(&p, "a", u64::MAX).await.expect("check");
-        let hist = History {
-            prompt: "first \"one\"".into(),
-            image: second,
-            signature: "c2ln".into(),
-        };
-        let body = edit_body_parts(
-            Some(&hist),
-            &[prepared],
-            "make it pink",
-            &ImageOptions::default(),
-        );
-        // Produced twice, as for a retry.
-        for _ in 0..2 {
-            let mut stream = body.stream();
-            let mut all = Vec::new();
-            while let Some(c) = stream.next().await {
-                all.extend_from_slice(&c.expect("chunk"));
-            }
-            assert_eq!(all.len() as u64, body.total);
-            let v: serde_json::Value = serde_json::from_slice(&all).expect("valid JSON");
-            let decode = |d: &serde_json::Value| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(d.as_str().expect("data"))
-                    .expect("b64")
-            };
-            assert_eq!(
-                decode(&v["contents"][2]["parts"][0]["inlineData"]["data"]),
-                img
-            );
-            assert_eq!(
-                decode(&v["contents"][1]["parts"][0]["inlineData"]["data"]),
-                img
-            );
-            assert_eq!(v["contents"][1]["parts"][0]["thoughtSignature"], "c2ln");
-            assert_eq!(v["contents"][1]["role"], "model");
-            assert_eq!(v["contents"][2]["parts"][1]["text"], "make it pink");
-        }
     }
 }

@@ -9,16 +9,15 @@ pub mod cli;
 pub mod config;
 pub mod extract;
 pub mod gemini;
-pub mod http;
 pub mod inputs;
 pub mod mcp;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod secret;
-pub mod serve;
 pub mod store;
 pub mod testkit;
+pub mod transport;
 
 // The allocator tests need jemalloc in the unit-test binary too; the server
 // binary declares it in main.rs.

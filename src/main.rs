@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser as _;
-use nano_banana_mcp::app::{App, BuildOptions, Transport};
+use nano_banana_mcp::app::{App, StartError, Transport};
 use nano_banana_mcp::config::{Cli, Command, Config, ServeArgs};
-use nano_banana_mcp::{http, memory, serve, testkit};
+use nano_banana_mcp::mcp::Service;
+use nano_banana_mcp::{memory, testkit, transport};
 
 #[global_allocator]
 static GLOBAL: memory::alloc::Allocator = memory::alloc::ALLOCATOR;
@@ -28,34 +29,42 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-async fn serve_command(cfg: &Config, args: &ServeArgs) -> Result<(), String> {
+/// How a run ends, and the exit code it gives.
+enum Failure {
+    /// Bad configuration or arguments: exit 2, like clap's own errors.
+    Usage(String),
+    /// Could not start or could not finish: exit 1.
+    Run(String),
+    /// The output already said what is wrong (doctor's checklist): exit 1.
+    Reported,
+}
+
+impl From<StartError> for Failure {
+    fn from(e: StartError) -> Self {
+        Failure::Run(e.to_string())
+    }
+}
+
+async fn serve_command(cfg: &Config, args: &ServeArgs) -> Result<(), Failure> {
+    let sessions = cfg.session_settings();
     match args.http {
         Some(addr) => {
-            let http = args.http_config(addr)?;
-            let app = App::build(
-                cfg,
-                BuildOptions {
-                    transport: Transport::Http,
-                    allow_configure_token: args.allow_configure_token,
-                    stateless: args.stateless,
-                },
-            )
-            .await?;
-            http::serve(Arc::new(app), http).await
+            let http = args.http_config(addr).map_err(Failure::Usage)?;
+            let settings =
+                cfg.app_settings(Transport::Http, args.allow_configure_token, args.stateless);
+            let app = App::build(settings).await?;
+            transport::http::serve(Service::new(Arc::new(app), sessions), http).await?;
         }
         None => {
-            let app = App::build(
-                cfg,
-                BuildOptions {
-                    transport: Transport::Stdio,
-                    allow_configure_token: true,
-                    stateless: false,
-                },
+            let app = App::build(cfg.app_settings(Transport::Stdio, true, false)).await?;
+            transport::stdio::serve(
+                Service::new(Arc::new(app), sessions),
+                cfg.max_line_bytes as usize,
             )
             .await?;
-            serve::stdio(Arc::new(app), cfg.max_line_bytes as usize).await
         }
     }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -86,16 +95,21 @@ fn main() -> ExitCode {
                 },
             )
             .await
-            .map_err(|e| e.to_string()),
-            None => serve_command(&cli.config, &ServeArgs::default()).await,
-            Some(Command::Generate(c)) => nano_banana_mcp::cli::generate(&cli.config, c).await,
-            Some(Command::Edit(c)) => nano_banana_mcp::cli::edit(&cli.config, c).await,
-            Some(Command::Demo(c)) => nano_banana_mcp::cli::demo(&cli.config, c).await,
+            .map_err(|e| Failure::Run(e.to_string())),
+            None => serve_command(&cli.config, &cli.serve).await,
+            Some(Command::Generate(c)) => nano_banana_mcp::cli::generate(&cli.config, c)
+                .await
+                .map_err(Failure::Run),
+            Some(Command::Edit(c)) => nano_banana_mcp::cli::edit(&cli.config, c)
+                .await
+                .map_err(Failure::Run),
+            Some(Command::Demo(c)) => nano_banana_mcp::cli::demo(&cli.config, c)
+                .await
+                .map_err(Failure::Run),
             Some(Command::Doctor(c)) => match nano_banana_mcp::cli::doctor(&cli.config, c).await {
                 Ok(true) => Ok(()),
-                // The checklist already said what is wrong.
-                Ok(false) => Err(String::new()),
-                Err(e) => Err(e),
+                Ok(false) => Err(Failure::Reported),
+                Err(e) => Err(Failure::Run(e)),
             },
             Some(Command::Completions { shell }) => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -107,11 +121,14 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("error: {e}");
-            }
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+        Err(Failure::Reported) => ExitCode::FAILURE,
     }
 }

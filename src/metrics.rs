@@ -144,20 +144,14 @@ impl Metrics {
     }
 
     pub fn error(&self, err: &crate::pipeline::PipelineError) {
-        use crate::pipeline::PipelineError as E;
-        match err {
-            E::Gemini(_) | E::Extract(_) | E::Stream(_) | E::ReadTimeout(_) | E::NoImage(_) => {
-                self.gemini_errors
-                    .get_or_create(&vec![("kind", err.kind().to_string())])
-                    .inc();
-            }
-            E::Store(_) => {
-                self.storage_errors
-                    .get_or_create(&vec![("kind", err.kind().to_string())])
-                    .inc();
-            }
-            _ => {}
-        }
+        let family = match err {
+            crate::pipeline::PipelineError::Store(_) => &self.storage_errors,
+            e if e.is_gemini() => &self.gemini_errors,
+            _ => return,
+        };
+        family
+            .get_or_create(&vec![("kind", err.kind().to_string())])
+            .inc();
     }
 
     pub fn retry(&self) {
@@ -165,9 +159,7 @@ impl Metrics {
     }
 
     /// The text exposition, with gauges read now.
-    pub fn render(&self, app: &crate::app::App) -> String {
-        let m = app.memory_status();
-        let b = app.budget().stats();
+    pub fn render(&self, m: &crate::memory::Status, pool_free_blocks: usize) -> String {
         let set = |name: &'static str, v: u64| {
             if let Some((_, g)) = self.gauges.iter().find(|(n, _)| *n == name) {
                 g.set(v.min(i64::MAX as u64) as i64);
@@ -176,7 +168,7 @@ impl Metrics {
         set("memory_limit_bytes", m.limit_bytes);
         set("memory_budget_bytes", m.budget_bytes);
         set("memory_reserved_bytes", m.reserved_bytes);
-        set("memory_peak_reserved_bytes", b.peak_reserved);
+        set("memory_peak_reserved_bytes", m.peak_reserved_bytes);
         set("memory_per_request_bytes", m.per_request_bytes);
         set("max_concurrent_requests", m.max_concurrent);
         set("requests_in_flight", m.in_flight);
@@ -198,12 +190,11 @@ impl Metrics {
         {
             set("cgroup_memory_usage_bytes", u);
         }
-        let pool = app.pipeline.pool.stats();
-        set("block_pool_free_blocks", pool.free as u64);
+        set("block_pool_free_blocks", pool_free_blocks as u64);
         // The budget counts rejections itself; mirror its total.
         let seen = self.busy.get();
-        if b.rejections_busy > seen {
-            self.busy.inc_by(b.rejections_busy - seen);
+        if m.busy_rejections > seen {
+            self.busy.inc_by(m.busy_rejections - seen);
         }
         let mut out = String::with_capacity(8 << 10);
         if encode(&mut out, &self.registry).is_err() {

@@ -12,7 +12,6 @@ mod scanner;
 pub mod sniff;
 
 use bytes::Bytes;
-use serde::Serialize;
 
 pub use crate::memory::pool::BlockPool;
 pub use scanner::Limits;
@@ -71,8 +70,7 @@ pub enum Event {
 }
 
 /// Token counts as Gemini reports them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Usage {
     pub prompt_token_count: Option<u64>,
     pub candidates_token_count: Option<u64>,

@@ -2,8 +2,10 @@
 //! requests, sends them with the key in a header (never in a URL), retries
 //! what the API says is retryable with jittered backoff that honours
 //! `RetryInfo.retryDelay`, and turns error envelopes into messages a user
-//! can act on. It hands back the response body as a byte stream; reading
-//! images out of it is `extract`'s job.
+//! can act on. It takes one `ImageRequest`, builds its body itself (once
+//! per attempt), and hands back the response body as a plain byte stream
+//! with its read timeout inside; reading images out of it is `extract`'s
+//! job. Nothing of reqwest leaves this module.
 
 mod errors;
 pub mod models;
@@ -16,7 +18,7 @@ use crate::extract::Framing;
 use crate::secret::Secret;
 
 pub use errors::GeminiError;
-pub use request::{ImageOptions, RequestBody};
+pub use request::{ImageOptions, ImageRequest, InlineFile, Turn};
 
 /// Connection settings; everything but the key is fixed at start.
 #[derive(Debug, Clone)]
@@ -51,11 +53,36 @@ impl Default for GeminiConfig {
     }
 }
 
-/// What `send` returns: a response whose body is ready to be streamed.
-pub struct Streaming {
-    pub response: reqwest::Response,
+/// What `generate` returns: a response whose body is ready to be read,
+/// piece by piece.
+pub struct Response {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    read_timeout: Duration,
     pub framing: Framing,
     pub attempts: u32,
+}
+
+/// Why the body stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Nothing arrived for this long.
+    Timeout(Duration),
+    /// The connection broke.
+    Broken,
+}
+
+impl Response {
+    /// The next piece of the body, `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, BodyError> {
+        use futures::StreamExt as _;
+        match tokio::time::timeout(self.read_timeout, self.body.next()).await {
+            Err(_) => Err(BodyError::Timeout(self.read_timeout)),
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(c))) => Ok(Some(c)),
+            Ok(Some(Err(e))) if e.is_timeout() => Err(BodyError::Timeout(self.read_timeout)),
+            Ok(Some(Err(_))) => Err(BodyError::Broken),
+        }
+    }
 }
 
 /// Reports retries to whoever is watching (metrics, progress).
@@ -137,26 +164,28 @@ impl GeminiClient {
     }
 
     /// Send the request, retrying retryable failures before any body byte
-    /// has been read. `body` is called once per attempt, so streamed input
-    /// bodies are produced afresh each time.
-    pub async fn send(
+    /// has been read. The body is produced afresh for each attempt, so
+    /// streamed input files are read again from the start.
+    pub async fn generate(
         &self,
-        body: &(dyn Fn() -> RequestBody + Send + Sync),
+        request: &ImageRequest,
         observer: &dyn RetryObserver,
-    ) -> Result<Streaming, GeminiError> {
+    ) -> Result<Response, GeminiError> {
         let key = self.current_key()?;
         let (url, framing) = self.url();
+        let body = request::Body::new(request);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let req = body().into_request(&self.http, &url, &key);
+            let req = body.request(&self.http, &url, &key);
             let result = tokio::time::timeout(self.cfg.first_byte_timeout, req.send()).await;
             let failure = match result {
                 Err(_) => GeminiError::Timeout(self.cfg.first_byte_timeout),
                 Ok(Err(e)) => GeminiError::from_transport(&e),
                 Ok(Ok(resp)) if resp.status().is_success() => {
-                    return Ok(Streaming {
-                        response: resp,
+                    return Ok(Response {
+                        body: Box::pin(resp.bytes_stream()),
+                        read_timeout: self.cfg.read_timeout,
                         framing,
                         attempts: attempt,
                     });

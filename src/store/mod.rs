@@ -11,12 +11,15 @@ pub mod connstr;
 pub mod local;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
+
+use crate::secret::Secret;
 
 /// Where a stored image can be found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Stored {
     /// `https://…` (Azure, with a read SAS unless public URLs are on) or
     /// `file://…` (local).
@@ -27,8 +30,7 @@ pub struct Stored {
     pub storage: StorageKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageKind {
     Azure,
     Local,
@@ -83,32 +85,17 @@ pub enum Store {
 }
 
 impl Store {
-    /// Start an upload under its final name; nothing is visible yet.
-    pub async fn begin(
-        &self,
-        name: String,
-        content_type: &'static str,
-    ) -> Result<Upload, StoreError> {
-        Ok(match self {
-            Store::Local(s) => Upload::Local(s.begin(name).await?),
-            Store::Azure(s) => Upload::Azure(Box::new(s.begin(name, content_type)?)),
-        })
-    }
-
-    /// Store a small image in one request (one block: no block list needed).
-    pub async fn put_small(
-        &self,
-        name: String,
-        content_type: &'static str,
-        data: Bytes,
-    ) -> Result<Stored, StoreError> {
-        match self {
-            Store::Local(s) => {
-                let mut up = s.begin(name).await?;
-                up.write(data).await?;
-                up.commit().await
-            }
-            Store::Azure(s) => s.put_small(name, content_type, data).await,
+    /// Start an upload under its final name; nothing is visible until
+    /// `commit`. The upload decides how to send the bytes: an image that
+    /// fits in one block is one Put Blob (Azure) at commit; a bigger one
+    /// is Put Block per block and one Put Block List.
+    pub fn upload(self: &Arc<Self>, name: String, content_type: &'static str) -> Upload {
+        Upload {
+            store: Arc::clone(self),
+            name,
+            content_type,
+            first: None,
+            started: None,
         }
     }
 
@@ -128,65 +115,144 @@ impl Store {
     }
 }
 
-/// An upload in progress.
-pub enum Upload {
+/// A backend's upload, begun once a second block shows the image needs
+/// more than one request.
+enum Started {
     Local(local::LocalUpload),
     Azure(Box<azure::AzureUpload>),
+}
+
+/// An upload in progress. The first block is held back until a second
+/// arrives (or the upload is committed), so a small image costs one
+/// request and a big one has its name and type before its first block
+/// leaves.
+pub struct Upload {
+    store: Arc<Store>,
+    name: String,
+    content_type: &'static str,
+    first: Option<Bytes>,
+    started: Option<Started>,
 }
 
 impl Upload {
     /// Append one block; waits while the backend's in-flight limit is
     /// reached, which is what bounds memory per request.
     pub async fn write(&mut self, block: Bytes) -> Result<(), StoreError> {
-        match self {
-            Upload::Local(u) => u.write(block).await,
-            Upload::Azure(u) => u.write(block).await,
+        if self.started.is_none() {
+            let Some(first) = self.first.take() else {
+                self.first = Some(block);
+                return Ok(());
+            };
+            let mut started = match &*self.store {
+                Store::Local(s) => Started::Local(s.begin(self.name.clone()).await?),
+                Store::Azure(s) => {
+                    Started::Azure(Box::new(s.begin(self.name.clone(), self.content_type)?))
+                }
+            };
+            let r = started.write(first).await;
+            self.started = Some(started);
+            r?;
         }
+        match self.started.as_mut() {
+            Some(u) => u.write(block).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Nothing has been written.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none() && self.started.is_none()
     }
 
     /// Make the image visible under its final name.
     pub async fn commit(self) -> Result<Stored, StoreError> {
-        match self {
-            Upload::Local(u) => u.commit().await,
-            Upload::Azure(u) => u.commit().await,
+        match (self.started, self.first) {
+            (Some(u), _) => u.commit().await,
+            (None, first) => {
+                let data = first.unwrap_or_default();
+                match &*self.store {
+                    Store::Local(s) => {
+                        let mut up = s.begin(self.name).await?;
+                        up.write(data).await?;
+                        up.commit().await
+                    }
+                    Store::Azure(s) => s.put_small(self.name, self.content_type, data).await,
+                }
+            }
         }
     }
 
     /// Drop everything written so far.
     pub async fn abort(self) {
-        match self {
-            Upload::Local(u) => u.abort().await,
-            Upload::Azure(u) => u.abort().await,
+        if let Some(u) = self.started {
+            u.abort().await;
         }
     }
 }
 
+impl Started {
+    async fn write(&mut self, block: Bytes) -> Result<(), StoreError> {
+        match self {
+            Started::Local(u) => u.write(block).await,
+            Started::Azure(u) => u.write(block).await,
+        }
+    }
+
+    async fn commit(self) -> Result<Stored, StoreError> {
+        match self {
+            Started::Local(u) => u.commit().await,
+            Started::Azure(u) => u.commit().await,
+        }
+    }
+
+    async fn abort(self) {
+        match self {
+            Started::Local(u) => u.abort().await,
+            Started::Azure(u) => u.abort().await,
+        }
+    }
+}
+
+/// Where images go, as the operator configured it.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub azure_connection_string: Option<Secret>,
+    /// Account name for workload/managed identity (no connection string).
+    pub azure_account: Option<String>,
+    pub container: String,
+    pub create_container: bool,
+    pub public_urls: bool,
+    pub sas_ttl: Duration,
+    pub blocks_in_flight: usize,
+    pub output_dir: PathBuf,
+}
+
 /// Open the configured backend: Azure when a connection string or account
 /// is set, else the local folder. Creates the container when asked to.
-pub async fn open(cfg: &crate::config::Config) -> Result<Store, String> {
-    let ttl = std::time::Duration::from_secs(cfg.azure_sas_ttl_hours * 3600);
+pub async fn open(cfg: &StoreConfig) -> Result<Store, String> {
+    let ttl = cfg.sas_ttl;
     if let Some(cs) = &cfg.azure_connection_string {
         let cs = connstr::parse(cs.expose())
             .map_err(|e| format!("AZURE_STORAGE_CONNECTION_STRING: {e}"))?;
-        if cfg.azure_create_container && !matches!(cs.credential, connstr::Credential::None) {
+        if cfg.create_container && !matches!(cs.credential, connstr::Credential::None) {
             let http = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
                 .build()
                 .map_err(|e| e.to_string())?;
-            match azure_setup::ensure_container(&http, &cs, &cfg.azure_container).await {
+            match azure_setup::ensure_container(&http, &cs, &cfg.container).await {
                 Ok(status) => {
-                    tracing::info!(container = %cfg.azure_container, ?status, "Azure container ready")
+                    tracing::info!(container = %cfg.container, ?status, "Azure container ready")
                 }
                 // A SAS may upload but not create: go on, uploads will tell.
                 Err(e) => {
-                    tracing::warn!(container = %cfg.azure_container, error = %e, "could not create the Azure container")
+                    tracing::warn!(container = %cfg.container, error = %e, "could not create the Azure container")
                 }
             }
         }
         let store = azure::AzureStore::new(
             cs,
-            cfg.azure_container.clone(),
-            cfg.azure_public_urls,
+            cfg.container.clone(),
+            cfg.public_urls,
             ttl,
             cfg.blocks_in_flight,
         )
@@ -197,8 +263,8 @@ pub async fn open(cfg: &crate::config::Config) -> Result<Store, String> {
     if let Some(account) = &cfg.azure_account {
         let store = azure::AzureStore::with_identity(
             account,
-            cfg.azure_container.clone(),
-            cfg.azure_public_urls,
+            cfg.container.clone(),
+            cfg.public_urls,
             ttl,
             cfg.blocks_in_flight,
         )

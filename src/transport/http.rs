@@ -22,8 +22,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::SharedApp;
-use crate::mcp::ImageServer;
+use crate::app::{SharedApp, StartError};
+use crate::mcp::Service;
 use crate::secret::Secret;
 
 /// Settings of the HTTP transport.
@@ -106,7 +106,7 @@ async fn readyz(State(st): State<Arc<HttpState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<HttpState>>) -> Response {
-    let body = st.app.metrics.render(&st.app);
+    let body = st.app.metrics_text();
     (
         [(
             header::CONTENT_TYPE,
@@ -117,28 +117,15 @@ async fn metrics(State(st): State<Arc<HttpState>>) -> Response {
         .into_response()
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-}
-
 /// Serve until SIGTERM/SIGINT, then drain and return.
-pub async fn serve(app: SharedApp, cfg: HttpConfig) -> Result<(), String> {
+pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> {
+    let app = service.app().clone();
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|e| StartError::Transport(format!("cannot listen on {}: {e}", cfg.addr)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| StartError::Transport(e.to_string()))?;
     let state = Arc::new(HttpState {
         app: Arc::clone(&app),
         token_hash: cfg
@@ -167,12 +154,7 @@ pub async fn serve(app: SharedApp, cfg: HttpConfig) -> Result<(), String> {
     }
     let mut manager = LocalSessionManager::default();
     manager.session_config.keep_alive = Some(cfg.session_idle);
-    let factory_app = Arc::clone(&app);
-    let mcp = StreamableHttpService::new(
-        move || Ok(ImageServer::new(Arc::clone(&factory_app))),
-        Arc::new(manager),
-        mcp_cfg,
-    );
+    let mcp = StreamableHttpService::new(move || Ok(service.session()), Arc::new(manager), mcp_cfg);
 
     let router = axum::Router::new()
         .nest_service("/mcp", mcp)
@@ -182,7 +164,7 @@ pub async fn serve(app: SharedApp, cfg: HttpConfig) -> Result<(), String> {
         .route("/metrics", get(metrics))
         .with_state(Arc::clone(&state));
 
-    let purger = crate::serve::idle_purger(&app);
+    let purger = app.spawn_idle_purger();
     let stop_accepting = CancellationToken::new();
     // Small JSON-RPC replies must not wait for delayed ACKs (Nagle).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -199,7 +181,7 @@ pub async fn serve(app: SharedApp, cfg: HttpConfig) -> Result<(), String> {
         "serving MCP over streamable HTTP at /mcp (health: /healthz, /readyz, metrics: /metrics)"
     );
 
-    shutdown_signal().await;
+    super::shutdown_signal().await;
     // One shutdown path: stop being ready, refuse new work, let calls finish.
     state.draining.store(true, Ordering::Relaxed);
     let started = Instant::now();

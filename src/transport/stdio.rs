@@ -1,29 +1,11 @@
-//! Transports: MCP over stdio (the default) and, later in this file's life,
-//! streamable HTTP. stdout belongs to the protocol; nothing else writes it.
+//! MCP over stdin/stdout. stdout belongs to the protocol; nothing else
+//! writes it.
 
 use rmcp::ServiceExt as _;
 use rmcp::transport::async_rw::AsyncRwTransport;
 
-use crate::app::SharedApp;
-use crate::mcp::ImageServer;
-
-/// Give memory back to the OS once the server has been idle for a second
-/// after work.
-pub fn idle_purger(app: &SharedApp) -> tokio::task::JoinHandle<()> {
-    let budget = app.budget().clone();
-    let pool = app.pipeline.pool.clone();
-    crate::memory::spawn_idle_purger(move || {
-        let s = budget.stats();
-        if s.in_flight == 0 {
-            // Free buffers go back to the allocator, which then purges.
-            pool.clear();
-        }
-        crate::memory::Activity {
-            in_flight: s.in_flight,
-            work_done: s.admitted,
-        }
-    })
-}
+use crate::app::StartError;
+use crate::mcp::Service;
 
 /// Serve one MCP session on stdin/stdout until the client goes away.
 ///
@@ -35,21 +17,23 @@ pub fn idle_purger(app: &SharedApp) -> tokio::task::JoinHandle<()> {
 ///   in flight are dropped at once, which aborts their uploads (the local
 ///   temp file is deleted, Azure blocks stay uncommitted) and closes their
 ///   Gemini responses; nothing half-written is left behind.
-pub async fn stdio(app: SharedApp, max_line_bytes: usize) -> Result<(), String> {
-    let purger = idle_purger(&app);
+pub async fn serve(service: Service, max_line_bytes: usize) -> Result<(), StartError> {
+    let app = service.app().clone();
+    let purger = app.spawn_idle_purger();
     let (stdin, stdout) = rmcp::transport::stdio();
     let transport =
         AsyncRwTransport::new_server(stdin, stdout).with_max_line_length(max_line_bytes);
     let budget = app.budget().clone();
-    let service = ImageServer::new(app)
+    let service = service
+        .session()
         .serve(transport)
         .await
-        .map_err(|e| format!("MCP session failed to start: {e}"))?;
+        .map_err(|e| StartError::Transport(format!("MCP session failed to start: {e}")))?;
     tokio::select! {
         reason = service.waiting() => {
             tracing::info!(?reason, "stdio session ended");
         }
-        () = crate::http::shutdown_signal() => {
+        () = super::shutdown_signal() => {
             // Dropping the service drops every request future in flight.
             tracing::info!(
                 in_flight = budget.stats().in_flight,

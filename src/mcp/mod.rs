@@ -5,8 +5,10 @@
 //! Failures the caller should see are tool errors in plain words; protocol
 //! errors are left to rmcp.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+mod sessions;
+pub mod wire;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,154 +21,56 @@ use rmcp::model::{
 };
 use rmcp::service::{Peer, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
-use crate::app::{MemoryStatus, SharedApp, Transport};
+use crate::app::{KeyError, SharedApp, Transport};
 use crate::gemini::models;
 use crate::inputs;
-use crate::pipeline::{ImageResult, Job, PipelineError, Progress, Stage};
-use crate::secret::Secret;
+use crate::pipeline::{History, Job, PipelineError, Progress, Request, Stage, StoredImage};
 
-/// The last image of every session, for `continue_editing` and
-/// `get_last_image_info`: bounded in count and age, so sessions that are
-/// never closed cannot grow it without limit. Over stdio there is one
-/// session (the process); over HTTP, one per MCP session.
-pub struct Sessions {
-    inner: Mutex<HashMap<u64, (Instant, ImageResult)>>,
-    next: AtomicU64,
-    max: usize,
-    ttl: Duration,
+pub use sessions::{SessionSettings, Sessions};
+use wire::{
+    ConfigurationStatus, ConfigureArgs, ContinueArgs, EditArgs, GenerateArgs, ImageResult,
+    LastImageInfo, OutputOptions,
+};
+
+/// The MCP side of one process: the app and the sessions' state. Each
+/// MCP session (one over stdio, one per client over HTTP) gets an
+/// `ImageServer` from `session()`.
+#[derive(Clone)]
+pub struct Service {
+    app: SharedApp,
+    sessions: Arc<Sessions>,
 }
 
-impl Sessions {
-    pub fn new(max: usize, ttl: Duration) -> Self {
+impl Service {
+    pub fn new(app: SharedApp, sessions: SessionSettings) -> Self {
         Self {
-            inner: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
-            max: max.max(1),
-            ttl,
+            app,
+            sessions: Arc::new(Sessions::new(sessions)),
         }
     }
 
-    pub fn new_id(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::Relaxed)
+    pub fn app(&self) -> &SharedApp {
+        &self.app
     }
 
-    pub fn remember(&self, id: u64, img: &ImageResult) {
-        let Ok(mut m) = self.inner.lock() else { return };
-        let now = Instant::now();
-        m.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
-        m.insert(id, (now, img.clone()));
-        while m.len() > self.max {
-            let oldest = m.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k);
-            match oldest {
-                Some(k) => m.remove(&k),
-                None => break,
-            };
+    /// The handler for a new MCP session.
+    pub fn session(&self) -> ImageServer {
+        ImageServer {
+            session: self.sessions.new_id(),
+            app: Arc::clone(&self.app),
+            sessions: Arc::clone(&self.sessions),
+            tool_router: ImageServer::tool_router(),
         }
-    }
-
-    pub fn last(&self, id: u64) -> Option<ImageResult> {
-        let m = self.inner.lock().ok()?;
-        let (at, img) = m.get(&id)?;
-        (at.elapsed() < self.ttl).then(|| img.clone())
-    }
-
-    pub fn len(&self) -> usize {
-        self.inner.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 #[derive(Clone)]
 pub struct ImageServer {
     app: SharedApp,
+    sessions: Arc<Sessions>,
     session: u64,
     tool_router: ToolRouter<Self>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct GenerateArgs {
-    /// Text prompt describing the NEW image to create from scratch.
-    pub prompt: String,
-    /// Aspect ratio: 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9 or 21:9.
-    #[serde(default)]
-    pub aspect_ratio: Option<String>,
-    /// Output size: 1K, 2K or 4K (2K and 4K need a Gemini 3 image model).
-    #[serde(default)]
-    pub image_size: Option<String>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EditArgs {
-    /// The image to edit: a local file path, an https URL, a URL returned
-    /// by this server, or a data: URI.
-    pub image_path: String,
-    /// Text describing the modifications to make.
-    pub prompt: String,
-    /// Optional additional images (paths or URLs) for style, elements, etc.
-    #[serde(default)]
-    pub reference_images: Option<Vec<String>>,
-    /// Aspect ratio: 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9 or 21:9.
-    #[serde(default)]
-    pub aspect_ratio: Option<String>,
-    /// Output size: 1K, 2K or 4K (2K and 4K need a Gemini 3 image model).
-    #[serde(default)]
-    pub image_size: Option<String>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ContinueArgs {
-    /// Text describing the changes to make to the last image.
-    pub prompt: String,
-    /// Optional additional images (paths or URLs).
-    #[serde(default)]
-    pub reference_images: Option<Vec<String>>,
-    #[serde(default)]
-    pub aspect_ratio: Option<String>,
-    #[serde(default)]
-    pub image_size: Option<String>,
-}
-
-/// What `get_last_image_info` reports.
-#[derive(Debug, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LastImageInfo {
-    pub image: ImageResult,
-    pub age_seconds: i64,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConfigureArgs {
-    /// Your Gemini API key from Google AI Studio.
-    pub api_key: String,
-    /// Also save it to a user config file (mode 0600) for later runs.
-    #[serde(default)]
-    pub persist: bool,
-}
-
-/// What `get_configuration_status` reports.
-#[derive(Debug, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConfigurationStatus {
-    pub configured: bool,
-    pub model: String,
-    pub gemini_endpoint: String,
-    pub streaming: bool,
-    pub storage: String,
-    pub transport: String,
-    pub version: String,
-    pub uptime_seconds: u64,
-    pub memory: MemoryStatus,
-    pub hint: Option<String>,
 }
 
 fn tool_error(msg: impl std::fmt::Display) -> CallToolResult {
@@ -174,8 +78,9 @@ fn tool_error(msg: impl std::fmt::Display) -> CallToolResult {
 }
 
 /// The result every image tool returns.
-fn image_result(img: &ImageResult) -> CallToolResult {
-    let value = serde_json::to_value(img).unwrap_or_default();
+fn image_result(stored: &StoredImage) -> CallToolResult {
+    let img = ImageResult::from(stored);
+    let value = serde_json::to_value(&img).unwrap_or_default();
     let mut link = Resource::new(img.url.clone(), img.blob_name.clone());
     link.mime_type = Some(img.content_type.clone());
     link.size = Some(img.bytes);
@@ -251,14 +156,6 @@ impl Progress for McpProgress<'_> {
 
 #[tool_router]
 impl ImageServer {
-    pub fn new(app: SharedApp) -> Self {
-        Self {
-            session: app.sessions.new_id(),
-            app,
-            tool_router: Self::tool_router(),
-        }
-    }
-
     async fn run_job(
         &self,
         tool: &'static str,
@@ -272,7 +169,7 @@ impl ImageServer {
                 self.app
                     .metrics
                     .call(tool, "ok", started.elapsed(), img.bytes);
-                self.app.sessions.remember(self.session, &img);
+                self.sessions.remember(self.session, &img);
                 image_result(&img)
             }
             Err(e) => {
@@ -302,51 +199,30 @@ impl ImageServer {
         Parameters(args): Parameters<GenerateArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let model = &self.app.pipeline.gemini.config().model;
-        let opts = match models::validate(
-            model,
-            args.aspect_ratio.as_deref(),
-            args.image_size.as_deref(),
-        ) {
-            Ok(o) => o,
-            Err(m) => return Ok(tool_error(m)),
+        let req = match self.request("generate_image", args.prompt, &args.options) {
+            Ok(r) => r,
+            Err(e) => return Ok(e),
         };
         Ok(self
-            .run_job("generate_image", Job::generate(args.prompt, opts), &ctx)
+            .run_job("generate_image", Job::generate(req), &ctx)
             .await)
     }
 
-    fn options(
+    /// Check the prompt and options once, before anything is fetched.
+    fn request(
         &self,
-        aspect_ratio: Option<&str>,
-        image_size: Option<&str>,
-    ) -> Result<crate::gemini::ImageOptions, CallToolResult> {
-        let model = &self.app.pipeline.gemini.config().model;
-        models::validate(model, aspect_ratio, image_size).map_err(tool_error)
-    }
-
-    /// An edit job over prepared inputs; the inputs live as long as the job.
-    fn edit_job(
-        &self,
+        tool: &'static str,
         prompt: String,
-        options: crate::gemini::ImageOptions,
-        history: Option<inputs::History>,
-        images: Vec<inputs::Prepared>,
-    ) -> Job {
-        let body = inputs::edit_body(history.as_ref(), &images, &prompt, &options);
-        let mut keep = images;
-        if let Some(h) = history {
-            keep.push(h.image);
-        }
-        Job {
-            prompt,
-            options,
-            prefix: "edited",
-            body: Box::new(body),
-            // Read buffer, one base64 chunk and HTTP write buffers.
-            extra_reservation: 1 << 20,
-            inputs: keep,
-        }
+        options: &OutputOptions,
+    ) -> Result<Request, CallToolResult> {
+        self.app
+            .pipeline
+            .request(
+                prompt,
+                options.aspect_ratio.as_deref(),
+                options.image_size.as_deref(),
+            )
+            .map_err(|e| self.refused(tool, e.kind(), tool_error(e)))
     }
 
     #[tool(
@@ -359,30 +235,23 @@ impl ImageServer {
         Parameters(args): Parameters<EditArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let opts = match self.options(args.aspect_ratio.as_deref(), args.image_size.as_deref()) {
-            Ok(o) => o,
+        let req = match self.request("edit_image", args.prompt, &args.options) {
+            Ok(r) => r,
             Err(e) => return Ok(e),
         };
-        if args.prompt.len() > self.app.pipeline.cfg.max_prompt_bytes {
-            return Ok(tool_error(PipelineError::Invalid(format!(
-                "prompt is {} bytes; the limit is {} (--max-prompt-bytes)",
-                args.prompt.len(),
-                self.app.pipeline.cfg.max_prompt_bytes
-            ))));
-        }
         let mut specs = vec![args.image_path];
         specs.extend(args.reference_images.unwrap_or_default());
-        let model = self.app.pipeline.gemini.config().model.clone();
         let prepared = tokio::select! {
             _ = ctx.ct.cancelled() => return Ok(tool_error(PipelineError::Cancelled)),
-            p = self.app.fetcher.prepare_all(&specs, &model) => p,
+            p = self.app.fetcher.prepare_all(&specs, self.app.pipeline.model()) => p,
         };
         let images = match prepared {
             Ok(p) => p,
             Err(e) => return Ok(self.refused("edit_image", "input", tool_error(e))),
         };
-        let job = self.edit_job(args.prompt, opts, None, images);
-        Ok(self.run_job("edit_image", job, &ctx).await)
+        Ok(self
+            .run_job("edit_image", Job::edit(req, None, images), &ctx)
+            .await)
     }
 
     #[tool(
@@ -400,16 +269,16 @@ impl ImageServer {
                 "continue_editing needs an MCP session, and this server runs statelessly (--stateless); use edit_image with the URL of the last image instead",
             ));
         }
-        let Some(last) = self.app.sessions.last(self.session) else {
+        let Some(last) = self.sessions.last(self.session) else {
             return Ok(tool_error(
                 "there is no previous image in this session; call generate_image or edit_image first",
             ));
         };
-        let opts = match self.options(args.aspect_ratio.as_deref(), args.image_size.as_deref()) {
-            Ok(o) => o,
+        let req = match self.request("continue_editing", args.prompt, &args.options) {
+            Ok(r) => r,
             Err(e) => return Ok(e),
         };
-        let model = self.app.pipeline.gemini.config().model.clone();
+        let model = self.app.pipeline.model();
         let refs = args.reference_images.unwrap_or_default();
         let prepared = async {
             let base = self
@@ -417,7 +286,7 @@ impl ImageServer {
                 .fetcher
                 .load_stored(&last.blob_name, last.path.as_deref())
                 .await?;
-            let more = self.app.fetcher.prepare_all(&refs, &model).await?;
+            let more = self.app.fetcher.prepare_all(&refs, model).await?;
             Ok::<_, inputs::InputError>((base, more))
         };
         let (base, more) = tokio::select! {
@@ -427,29 +296,29 @@ impl ImageServer {
                 Err(e) => return Ok(tool_error(e)),
             },
         };
-        let max = models::info(&model).max_inputs;
+        let max = models::info(model).max_inputs;
         if more.len() + 1 > max {
             return Ok(tool_error(inputs::InputError::TooMany {
                 n: more.len() + 1,
                 max,
-                model,
+                model: model.to_string(),
             }));
         }
         // Gemini 3 asks for its thought signature back with the history;
         // other models get the last image as a plain input.
         let job = match &last.thought_signature {
             Some(sig) => {
-                let history = inputs::History {
+                let history = History {
                     prompt: last.prompt.clone(),
                     image: base,
                     signature: sig.clone(),
                 };
-                self.edit_job(args.prompt, opts, Some(history), more)
+                Job::edit(req, Some(history), more)
             }
             None => {
                 let mut images = vec![base];
                 images.extend(more);
-                self.edit_job(args.prompt, opts, None, images)
+                Job::edit(req, None, images)
             }
         };
         Ok(self.run_job("continue_editing", job, &ctx).await)
@@ -461,7 +330,7 @@ impl ImageServer {
         output_schema = schema_for_output::<LastImageInfo>()
     )]
     async fn get_last_image_info(&self) -> Result<CallToolResult, ErrorData> {
-        let Some(img) = self.app.sessions.last(self.session) else {
+        let Some(img) = self.sessions.last(self.session) else {
             return Ok(tool_error(
                 "no image has been generated or edited in this session yet",
             ));
@@ -470,7 +339,7 @@ impl ImageServer {
             .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
             .unwrap_or(0);
         let info = LastImageInfo {
-            image: img,
+            image: ImageResult::from(&img),
             age_seconds: age,
         };
         let value = serde_json::to_value(&info).unwrap_or_default();
@@ -485,22 +354,17 @@ impl ImageServer {
         output_schema = schema_for_output::<ConfigurationStatus>()
     )]
     async fn get_configuration_status(&self) -> Result<CallToolResult, ErrorData> {
-        let gemini = &self.app.pipeline.gemini;
-        let cfg = gemini.config();
-        let configured = gemini.has_key();
-        let endpoint = url::Url::parse(&cfg.base_url)
-            .map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")))
-            .unwrap_or_default();
+        let configured = self.app.has_gemini_key();
         let status = ConfigurationStatus {
             configured,
-            model: cfg.model.clone(),
-            gemini_endpoint: endpoint,
-            streaming: cfg.streaming,
-            storage: self.app.pipeline.store.describe(),
+            model: self.app.pipeline.model().to_string(),
+            gemini_endpoint: self.app.gemini_endpoint(),
+            streaming: self.app.gemini_streaming(),
+            storage: self.app.storage_description(),
             transport: format!("{:?}", self.app.transport).to_lowercase(),
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_seconds: self.app.started.elapsed().as_secs(),
-            memory: self.app.memory_status(),
+            memory: self.app.memory_status().into(),
             hint: (!configured).then(|| {
                 "set GEMINI_API_KEY in the server's environment, or call configure_gemini_token"
                     .into()
@@ -531,22 +395,14 @@ impl ImageServer {
                 "that does not look like an API key (too short or contains spaces)",
             ));
         }
-        self.app.pipeline.gemini.set_key(Secret::new(key));
         let mut msg = "Gemini API key configured for this server process.".to_string();
-        if args.persist {
-            match &self.app.key_file {
-                Some(path) => match crate::config::persist_key(path, key) {
-                    Ok(()) => msg.push_str(&format!(" Saved to {} (mode 0600).", path.display())),
-                    Err(e) => {
-                        return Ok(tool_error(format!(
-                            "the key is set, but saving it failed: {e}"
-                        )));
-                    }
-                },
-                None => msg.push_str(
-                    " Not saved: no user config directory is known (set XDG_CONFIG_HOME or HOME).",
-                ),
-            }
+        match self.app.set_gemini_key(key, args.persist) {
+            Ok(Some(path)) => msg.push_str(&format!(" Saved to {} (mode 0600).", path.display())),
+            Ok(None) => {}
+            Err(KeyError::NoConfigDir) => msg.push_str(
+                " Not saved: no user config directory is known (set XDG_CONFIG_HOME or HOME).",
+            ),
+            Err(e) => return Ok(tool_error(e)),
         }
         Ok(CallToolResult::success(vec![ContentBlock::text(msg)]))
     }

@@ -1,0 +1,284 @@
+//! The running service: the pipeline, the input fetcher, metrics, and what
+//! the memory governor decided at start. Built once, from `AppSettings`
+//! (which `config` derives from the command line and environment), and
+//! shared by every MCP session and CLI command. The layers above (MCP
+//! tools, transports, the command line) reach Gemini and storage only
+//! through this.
+
+pub mod keys;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::gemini::{GeminiClient, GeminiConfig};
+use crate::inputs::{Fetcher, InputRules};
+use crate::memory::{self, Budget, LimitOverrides, MemoryLimit, Plan};
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::secret::Secret;
+use crate::store::StoreConfig;
+
+/// Which transport serves this process; some tools behave differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Stdio,
+    Http,
+    Cli,
+}
+
+/// How the byte budget is planned and queued.
+#[derive(Debug, Clone)]
+pub struct MemorySettings {
+    pub overrides: LimitOverrides,
+    /// Share of (limit − baseline) that requests may reserve.
+    pub fraction: f64,
+    pub queue_max: usize,
+    pub queue_timeout: Duration,
+}
+
+/// Where edit inputs may come from, and how big they may be.
+#[derive(Debug, Clone)]
+pub struct InputSettings {
+    /// As configured; canonicalised at build.
+    pub allowed_dirs: Vec<PathBuf>,
+    pub allow_hosts: Vec<String>,
+    pub max_input_bytes: u64,
+    pub max_total_bytes: u64,
+    pub temp_dir: PathBuf,
+}
+
+/// Everything `App::build` needs, one small struct per consumer.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    pub pipeline: PipelineConfig,
+    pub memory: MemorySettings,
+    pub gemini: GeminiConfig,
+    /// The configured key; the saved one is used when this is `None`.
+    pub gemini_key: Option<Secret>,
+    pub store: StoreConfig,
+    pub inputs: InputSettings,
+    pub transport: Transport,
+    /// Over HTTP one client must not change the key for all.
+    pub allow_configure_token: bool,
+    /// HTTP without MCP sessions (continue_editing cannot work).
+    pub stateless: bool,
+}
+
+/// Why the server could not start; one line each.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Memory(String),
+    #[error("{0}")]
+    Storage(String),
+    #[error("{0}")]
+    Gemini(String),
+    #[error("{0}")]
+    Inputs(String),
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// The memory limit and the plan for it (also what `doctor` reports).
+pub fn plan_memory(m: &MemorySettings, per_request: u64) -> (MemoryLimit, Plan) {
+    let limit = memory::cgroup::discover(&m.overrides);
+    let baseline = memory::cgroup::proc_self_status_rss()
+        .map(|r| r.0)
+        .unwrap_or(8 << 20);
+    let plan = memory::plan(limit.bytes, baseline, m.fraction, per_request);
+    (limit, plan)
+}
+
+pub struct App {
+    pub pipeline: Pipeline,
+    pub fetcher: Fetcher,
+    pub metrics: Metrics,
+    pub limit: MemoryLimit,
+    pub plan: Plan,
+    pub transport: Transport,
+    pub allow_configure_token: bool,
+    pub stateless: bool,
+    /// Where `configure_gemini_token {persist: true}` writes the key.
+    pub key_file: Option<PathBuf>,
+    pub started: Instant,
+}
+
+pub type SharedApp = Arc<App>;
+
+impl App {
+    /// Discover the memory limit, plan the budget, open storage and the
+    /// Gemini client.
+    pub async fn build(s: AppSettings) -> Result<App, StartError> {
+        let (limit, plan) = plan_memory(&s.memory, s.pipeline.per_request_bytes());
+        if s.memory.overrides.max_old_space_size_mib.is_some() {
+            tracing::info!(
+                "MAX_OLD_SPACE_SIZE is accepted as a compatibility alias: it caps the memory limit (MiB); prefer NANO_BANANA_MEMORY_LIMIT"
+            );
+        }
+        if plan.max_concurrent == 0 {
+            return Err(StartError::Memory(format!(
+                "memory limit {} MiB ({}) leaves {} MiB for requests, but one request needs {} MiB; raise the limit or lower --block-size / --blocks-in-flight",
+                limit.bytes >> 20,
+                limit.source,
+                plan.budget >> 20,
+                plan.per_request >> 20
+            )));
+        }
+        tracing::info!(
+            "memory limit {} MiB from {}, budget {} MiB, {} concurrent ({} MiB each)",
+            limit.bytes >> 20,
+            limit.source,
+            plan.budget >> 20,
+            plan.max_concurrent,
+            plan.per_request >> 20
+        );
+        let budget = Budget::new(memory::BudgetConfig {
+            total_bytes: plan.budget,
+            max_queue: s.memory.queue_max,
+            queue_timeout: s.memory.queue_timeout,
+        });
+
+        let store = Arc::new(
+            crate::store::open(&s.store)
+                .await
+                .map_err(StartError::Storage)?,
+        );
+
+        let key = keys::resolve(s.gemini_key.as_ref());
+        if key.is_some() && s.gemini_key.as_ref().is_none_or(|k| k.is_empty()) {
+            tracing::info!("using the Gemini API key saved by configure_gemini_token");
+        }
+        if let Some(new) = crate::gemini::models::retired(&s.gemini.model) {
+            tracing::warn!(
+                "GEMINI_MODEL={} is retired and answers 404; use {new}",
+                s.gemini.model
+            );
+        }
+        let gemini =
+            GeminiClient::new(s.gemini, key).map_err(|e| StartError::Gemini(e.to_string()))?;
+        if !gemini.has_key() {
+            tracing::warn!(
+                "no Gemini API key yet: set GEMINI_API_KEY or call configure_gemini_token"
+            );
+        }
+
+        let mut allowed_dirs = Vec::new();
+        for d in &s.inputs.allowed_dirs {
+            let c = std::fs::canonicalize(d)
+                .map_err(|e| StartError::Inputs(format!("--allowed-dir {}: {e}", d.display())))?;
+            allowed_dirs.push(c);
+        }
+        let fetcher = Fetcher {
+            rules: InputRules {
+                enforce_dirs: s.transport == Transport::Http || !allowed_dirs.is_empty(),
+                allowed_dirs,
+                allow_hosts: s.inputs.allow_hosts,
+                max_input_bytes: s.inputs.max_input_bytes,
+                max_total_bytes: s.inputs.max_total_bytes,
+                temp_dir: s.inputs.temp_dir,
+                download_timeout: Duration::from_secs(120),
+                max_redirects: 3,
+            },
+            store: Arc::clone(&store),
+        };
+        let block_size = s.pipeline.limits.block_size;
+        Ok(App {
+            pipeline: Pipeline {
+                gemini,
+                store,
+                budget,
+                // Enough free buffers for every admitted request's blocks.
+                pool: crate::memory::pool::BlockPool::new(
+                    block_size,
+                    (plan.max_concurrent as usize)
+                        .saturating_mul(s.pipeline.blocks_in_flight + 2)
+                        .min(1024),
+                ),
+                cfg: s.pipeline,
+            },
+            fetcher,
+            metrics: Metrics::new(),
+            limit,
+            plan,
+            transport: s.transport,
+            allow_configure_token: s.allow_configure_token,
+            stateless: s.stateless,
+            key_file: keys::key_file(),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn budget(&self) -> &Budget {
+        &self.pipeline.budget
+    }
+
+    pub fn memory_status(&self) -> memory::Status {
+        memory::Status::read(&self.limit, &self.plan, self.budget())
+    }
+
+    /// The Prometheus text exposition, read now.
+    pub fn metrics_text(&self) -> String {
+        self.metrics
+            .render(&self.memory_status(), self.pipeline.pool.stats().free)
+    }
+
+    /// Give memory back to the OS once the server has been idle for a
+    /// second after work.
+    pub fn spawn_idle_purger(&self) -> tokio::task::JoinHandle<()> {
+        let budget = self.budget().clone();
+        let pool = self.pipeline.pool.clone();
+        memory::spawn_idle_purger(move || {
+            let s = budget.stats();
+            if s.in_flight == 0 {
+                // Free buffers go back to the allocator, which then purges.
+                pool.clear();
+            }
+            memory::Activity {
+                in_flight: s.in_flight,
+                work_done: s.admitted,
+            }
+        })
+    }
+
+    pub fn has_gemini_key(&self) -> bool {
+        self.pipeline.gemini.has_key()
+    }
+
+    /// The Gemini endpoint's scheme and host (no path, no secrets).
+    pub fn gemini_endpoint(&self) -> String {
+        url::Url::parse(&self.pipeline.gemini.config().base_url)
+            .map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")))
+            .unwrap_or_default()
+    }
+
+    pub fn gemini_streaming(&self) -> bool {
+        self.pipeline.gemini.config().streaming
+    }
+
+    /// Where images go, for status reports (no secrets).
+    pub fn storage_description(&self) -> String {
+        self.pipeline.store.describe()
+    }
+
+    /// Use this key from now on; with `persist`, also save it (0600) and
+    /// say where.
+    pub fn set_gemini_key(&self, key: &str, persist: bool) -> Result<Option<PathBuf>, KeyError> {
+        self.pipeline.gemini.set_key(Secret::new(key));
+        if !persist {
+            return Ok(None);
+        }
+        let path = self.key_file.clone().ok_or(KeyError::NoConfigDir)?;
+        keys::persist_key(&path, key).map_err(KeyError::Save)?;
+        Ok(Some(path))
+    }
+}
+
+/// Why a key was set but not saved.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("no user config directory is known (set XDG_CONFIG_HOME or HOME)")]
+    NoConfigDir,
+    #[error("the key is set, but saving it failed: {0}")]
+    Save(std::io::Error),
+}

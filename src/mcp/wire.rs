@@ -1,0 +1,216 @@
+//! The MCP wire schema, defined once: tool arguments and structured
+//! results, with their JSON Schemas (what `tools/list` publishes) and the
+//! old server's `azureUrl` shape. The layers below keep plain types; a
+//! field renamed there does not change the public schema here.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::StoredImage;
+use crate::store::StorageKind;
+
+/// Output options every image tool takes.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputOptions {
+    /// Aspect ratio: 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9 or 21:9.
+    #[serde(default)]
+    pub aspect_ratio: Option<String>,
+    /// Output size: 1K, 2K or 4K (2K and 4K need a Gemini 3 image model).
+    #[serde(default)]
+    pub image_size: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateArgs {
+    /// Text prompt describing the NEW image to create from scratch.
+    pub prompt: String,
+    #[serde(flatten)]
+    pub options: OutputOptions,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EditArgs {
+    /// The image to edit: a local file path, an https URL, a URL returned
+    /// by this server, or a data: URI.
+    pub image_path: String,
+    /// Text describing the modifications to make.
+    pub prompt: String,
+    /// Optional additional images (paths or URLs) for style, elements, etc.
+    #[serde(default)]
+    pub reference_images: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub options: OutputOptions,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContinueArgs {
+    /// Text describing the changes to make to the last image.
+    pub prompt: String,
+    /// Optional additional images (paths or URLs).
+    #[serde(default)]
+    pub reference_images: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub options: OutputOptions,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigureArgs {
+    /// Your Gemini API key from Google AI Studio.
+    pub api_key: String,
+    /// Also save it to a user config file (mode 0600) for later runs.
+    #[serde(default)]
+    pub persist: bool,
+}
+
+/// Where the image was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    Azure,
+    Local,
+}
+
+/// Token counts as Gemini reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub prompt_token_count: Option<u64>,
+    pub candidates_token_count: Option<u64>,
+    pub total_token_count: Option<u64>,
+    pub thoughts_token_count: Option<u64>,
+}
+
+/// What the caller learns about a stored image (every image tool's
+/// structured output).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageResult {
+    /// Where to fetch the image: an https URL (Azure, read SAS unless
+    /// public) or a file:// URL (local folder).
+    pub url: String,
+    /// The old server's field, kept for existing prompts and scripts: the
+    /// blob URL for Azure, null for local files.
+    pub azure_url: Option<String>,
+    /// The file path, when stored in the local folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub storage: Storage,
+    pub blob_name: String,
+    /// From the bytes themselves, not from what the model declared.
+    pub content_type: String,
+    pub bytes: u64,
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    pub model: String,
+    /// Text the model sent with the image, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    pub usage: Usage,
+    pub prompt: String,
+    pub created_at: String,
+}
+
+impl From<&StoredImage> for ImageResult {
+    fn from(img: &StoredImage) -> Self {
+        let u = &img.usage;
+        Self {
+            url: img.url.clone(),
+            azure_url: img.is_azure().then(|| img.url.clone()),
+            path: img.path.as_ref().map(|p| p.display().to_string()),
+            storage: match img.storage {
+                StorageKind::Azure => Storage::Azure,
+                StorageKind::Local => Storage::Local,
+            },
+            blob_name: img.blob_name.clone(),
+            content_type: img.content_type.to_string(),
+            bytes: img.bytes,
+            sha256: img.sha256.clone(),
+            width: img.width,
+            height: img.height,
+            model: img.model.clone(),
+            text: img.text.clone(),
+            finish_reason: img.finish_reason.clone(),
+            usage: Usage {
+                prompt_token_count: u.prompt_token_count,
+                candidates_token_count: u.candidates_token_count,
+                total_token_count: u.total_token_count,
+                thoughts_token_count: u.thoughts_token_count,
+            },
+            prompt: img.prompt.clone(),
+            created_at: img.created_at.clone(),
+        }
+    }
+}
+
+/// What `get_last_image_info` reports.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastImageInfo {
+    pub image: ImageResult,
+    pub age_seconds: i64,
+}
+
+/// Memory figures in `get_configuration_status`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryStatus {
+    pub limit_bytes: u64,
+    pub limit_source: String,
+    pub baseline_bytes: u64,
+    pub budget_bytes: u64,
+    pub per_request_bytes: u64,
+    pub max_concurrent: u64,
+    pub reserved_bytes: u64,
+    pub in_flight: u64,
+    pub queued: u64,
+    pub busy_rejections: u64,
+    pub rss_bytes: Option<u64>,
+    pub peak_rss_bytes: Option<u64>,
+    pub allocator_resident_bytes: Option<u64>,
+}
+
+impl From<crate::memory::Status> for MemoryStatus {
+    fn from(m: crate::memory::Status) -> Self {
+        Self {
+            limit_bytes: m.limit_bytes,
+            limit_source: m.limit_source,
+            baseline_bytes: m.baseline_bytes,
+            budget_bytes: m.budget_bytes,
+            per_request_bytes: m.per_request_bytes,
+            max_concurrent: m.max_concurrent,
+            reserved_bytes: m.reserved_bytes,
+            in_flight: m.in_flight,
+            queued: m.queued,
+            busy_rejections: m.busy_rejections,
+            rss_bytes: m.rss_bytes,
+            peak_rss_bytes: m.peak_rss_bytes,
+            allocator_resident_bytes: m.allocator_resident_bytes,
+        }
+    }
+}
+
+/// What `get_configuration_status` reports.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationStatus {
+    pub configured: bool,
+    pub model: String,
+    pub gemini_endpoint: String,
+    pub streaming: bool,
+    pub storage: String,
+    pub transport: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub memory: MemoryStatus,
+    pub hint: Option<String>,
+}

@@ -1,0 +1,246 @@
+//! The per-response image decisions. A response may carry several images
+//! (interim `thought` images, then the result); this keeps the one
+//! streaming now and the last finished non-thought image, uploading as the
+//! blocks arrive and committing nothing until the body has ended. Key
+//! order in Gemini's JSON is not reliable, so each decision waits for the
+//! part's end: the real type comes from the bytes (sniffed from the first
+//! block), a thought image is dropped even when the flag comes last, and
+//! an image whose last bytes do not look whole is refused.
+
+use std::sync::Arc;
+
+use crate::extract::sniff::{self, ImageFormat};
+use crate::extract::{Event, ExtractError, Summary};
+use crate::store::{Store, StoreError, Stored, Upload};
+
+use super::{PipelineError, Progress, Stage};
+
+/// Facts about an image, gathered while it streams.
+#[derive(Debug, Clone)]
+pub(super) struct ImageMeta {
+    pub format: ImageFormat,
+    pub dims: Option<(u32, u32)>,
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+    pub thought_signature: Option<String>,
+}
+
+/// A finished image, uploaded but not yet visible.
+pub(super) struct Done {
+    upload: Upload,
+    pub meta: ImageMeta,
+}
+
+impl Done {
+    pub async fn commit(self) -> Result<Stored, StoreError> {
+        self.upload.commit().await
+    }
+
+    pub async fn abort(self) {
+        self.upload.abort().await;
+    }
+}
+
+struct Current {
+    image: u32,
+    format: ImageFormat,
+    dims: Option<(u32, u32)>,
+    head: Vec<u8>,
+    upload: Upload,
+    bytes: u64,
+}
+
+/// Images of one response: the one streaming now, and the last finished
+/// non-thought image (the result, uncommitted).
+pub(super) struct Images {
+    store: Arc<Store>,
+    prefix: &'static str,
+    current: Option<Current>,
+    result: Option<Done>,
+}
+
+impl Images {
+    pub fn new(store: Arc<Store>, prefix: &'static str) -> Self {
+        Self {
+            store,
+            prefix,
+            current: None,
+            result: None,
+        }
+    }
+
+    /// The result, once the body has ended.
+    pub fn take_result(&mut self) -> Option<Done> {
+        self.result.take()
+    }
+
+    pub async fn handle(
+        &mut self,
+        ev: Event,
+        progress: &dyn Progress,
+    ) -> Result<(), PipelineError> {
+        match ev {
+            Event::Block(b) => {
+                if b.index == 0 {
+                    if let Some(old) = self.current.take() {
+                        old.upload.abort().await;
+                    }
+                    let format = sniff::sniff(&b.data).ok_or_else(|| {
+                        PipelineError::NoImage(format!(
+                            "Gemini sent image data that is not PNG, JPEG, WebP, GIF or HEIC (it starts with {})",
+                            hex::encode(&b.data[..b.data.len().min(8)])
+                        ))
+                    })?;
+                    let dims = sniff::dimensions(format, &b.data);
+                    let name = crate::store::blob_name(self.prefix, format.extension());
+                    let mut cur = Current {
+                        image: b.image,
+                        format,
+                        dims,
+                        head: b.data[..b.data.len().min(64)].to_vec(),
+                        bytes: b.data.len() as u64,
+                        upload: self.store.upload(name, format.mime()),
+                    };
+                    // The upload holds the first block until it knows
+                    // whether the image needs more than one.
+                    cur.upload.write(b.data).await?;
+                    self.current = Some(cur);
+                } else if let Some(cur) = self.current.as_mut().filter(|c| c.image == b.image) {
+                    cur.bytes += b.data.len() as u64;
+                    cur.upload.write(b.data).await?;
+                    progress.stage(Stage::Receiving { bytes: cur.bytes });
+                }
+            }
+            Event::End(end) => {
+                let Some(cur) = self.current.take().filter(|c| c.image == end.image) else {
+                    // A thought image skipped without decoding, or empty data.
+                    return Ok(());
+                };
+                if end.thought {
+                    cur.upload.abort().await;
+                    return Ok(());
+                }
+                if !sniff::looks_complete(cur.format, &cur.head, &end.tail, end.bytes) {
+                    cur.upload.abort().await;
+                    return Err(PipelineError::Extract(ExtractError::Truncated(
+                        "the image data ends before the image does",
+                    )));
+                }
+                if cur.upload.is_empty() {
+                    return Ok(());
+                }
+                let done = Done {
+                    upload: cur.upload,
+                    meta: ImageMeta {
+                        format: cur.format,
+                        dims: cur.dims,
+                        bytes: end.bytes,
+                        sha256: end.sha256,
+                        thought_signature: end.thought_signature,
+                    },
+                };
+                // The last non-thought image is the result.
+                if let Some(old) = self.result.replace(done) {
+                    old.abort().await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn abort_all(&mut self) {
+        if let Some(c) = self.current.take() {
+            c.upload.abort().await;
+        }
+        if let Some(d) = self.result.take() {
+            d.abort().await;
+        }
+    }
+}
+
+/// Why there is no image, in plain words.
+pub(super) fn explain_no_image(s: &Summary) -> PipelineError {
+    if let Some(err) = &s.error {
+        return PipelineError::Stream(format!("{} {}", err.status, err.message).trim().to_string());
+    }
+    if let Some(reason) = &s.block_reason {
+        let msg = s.block_message.as_deref().unwrap_or(plain_reason(reason));
+        return PipelineError::NoImage(format!(
+            "Gemini blocked the prompt ({reason}): {msg}. Rephrase the prompt and try again."
+        ));
+    }
+    match s.finish_reason.as_deref() {
+        Some("STOP") | Some("MAX_TOKENS") | None if !s.text.trim().is_empty() => {
+            let text: String = s.text.chars().take(500).collect();
+            PipelineError::NoImage(format!(
+                "Gemini answered with text and no image: \"{text}\". Ask for an image explicitly, or rephrase."
+            ))
+        }
+        Some(reason) => {
+            let msg = s.finish_message.as_deref().unwrap_or(plain_reason(reason));
+            PipelineError::NoImage(format!("Gemini made no image ({reason}): {msg}"))
+        }
+        None => PipelineError::Extract(ExtractError::Truncated(
+            "the response ended before any image or finish reason",
+        )),
+    }
+}
+
+fn plain_reason(reason: &str) -> &'static str {
+    match reason {
+        "SAFETY" | "IMAGE_SAFETY" => "the output was filtered by safety rules",
+        "PROHIBITED_CONTENT" | "IMAGE_PROHIBITED_CONTENT" => {
+            "the request or its output falls under the prohibited-use policy"
+        }
+        "RECITATION" | "IMAGE_RECITATION" => "the output resembled existing material too closely",
+        "BLOCKLIST" => "the request contains blocked terms",
+        "SPII" => "the output would contain sensitive personal information",
+        "LANGUAGE" => "the language of the request is not supported",
+        "NO_IMAGE" => "the model did not produce an image",
+        "MAX_TOKENS" => "the output hit the token limit",
+        "STOP" => "the model finished without an image",
+        _ => "no further reason was given",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_image_explanations_are_plain() {
+        let blocked = Summary {
+            block_reason: Some("PROHIBITED_CONTENT".into()),
+            ..Summary::default()
+        };
+        assert!(
+            explain_no_image(&blocked)
+                .to_string()
+                .contains("blocked the prompt (PROHIBITED_CONTENT)")
+        );
+        let safety = Summary {
+            finish_reason: Some("IMAGE_SAFETY".into()),
+            finish_message: Some("filtered out. You will not be charged".into()),
+            ..Summary::default()
+        };
+        assert!(
+            explain_no_image(&safety)
+                .to_string()
+                .contains("You will not be charged")
+        );
+        let text = Summary {
+            finish_reason: Some("STOP".into()),
+            text: "I can't draw that".into(),
+            ..Summary::default()
+        };
+        assert!(
+            explain_no_image(&text)
+                .to_string()
+                .contains("I can't draw that")
+        );
+        assert!(matches!(
+            explain_no_image(&Summary::default()),
+            PipelineError::Extract(ExtractError::Truncated(_))
+        ));
+    }
+}

@@ -1,0 +1,306 @@
+//! The data path, start to finish: reserve memory, ask Gemini, stream the
+//! response through the extractor into a storage upload, check what came
+//! back, and commit — or abort, leaving nothing behind. MCP tools and the
+//! command line both call `Pipeline::run`; nothing else touches Gemini or
+//! storage on a request's behalf.
+//!
+//! - `mod.rs`: the request (checked once), the job, the response loop;
+//! - `images`: the per-response image decisions (result or thought,
+//!   sniffing, completeness);
+//! - `outcome`: the stored image, the errors, the progress milestones;
+//! - `naive`: the buffered reference path, for benchmarks only.
+
+mod images;
+mod naive;
+mod outcome;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::extract::{ExtractError, Extractor, Limits, Summary};
+use crate::gemini::{self, GeminiClient, ImageOptions, ImageRequest, Turn};
+use crate::inputs::Prepared;
+use crate::memory::Budget;
+use crate::memory::pool::BlockPool;
+use crate::store::{StorageKind, Store};
+
+use images::{Images, explain_no_image};
+pub use outcome::{PipelineError, Progress, Stage, StoredImage};
+
+struct RetryToProgress<'a>(&'a dyn Progress);
+
+impl gemini::RetryObserver for RetryToProgress<'_> {
+    fn retrying(&self, attempt: u32, delay: Duration, reason: &str) {
+        self.0.retry(attempt, delay, reason);
+    }
+}
+
+/// A prompt and options that passed every check: only `Pipeline::request`
+/// makes one, so nothing reaches Gemini unchecked.
+#[derive(Debug, Clone)]
+pub struct Request {
+    prompt: String,
+    options: ImageOptions,
+}
+
+impl Request {
+    pub fn prompt(&self) -> &str {
+        &self.prompt
+    }
+}
+
+/// The previous turn of a conversation, for continue_editing on Gemini 3.
+pub struct History {
+    pub prompt: String,
+    pub image: Prepared,
+    pub signature: String,
+}
+
+/// One image request, ready to run.
+pub struct Job {
+    request: ImageRequest,
+    /// `generated` or `edited`: the blob name's prefix.
+    prefix: &'static str,
+    /// Memory the request's input streams need beyond the output path.
+    extra_reservation: u64,
+    /// Input files the body streams from; kept until the call ends.
+    _inputs: Vec<Prepared>,
+}
+
+impl Job {
+    /// A text-to-image request.
+    pub fn generate(req: Request) -> Self {
+        Self {
+            request: ImageRequest::text(req.prompt, req.options),
+            prefix: "generated",
+            extra_reservation: 0,
+            _inputs: Vec::new(),
+        }
+    }
+
+    /// An edit of prepared inputs (the first is the image to edit), after
+    /// an earlier turn when there is one.
+    pub fn edit(req: Request, history: Option<History>, images: Vec<Prepared>) -> Self {
+        let mut request = ImageRequest::text(req.prompt, req.options);
+        request.images = images.iter().map(Prepared::inline).collect();
+        let mut keep = images;
+        if let Some(h) = history {
+            request.history = Some(Turn {
+                prompt: h.prompt,
+                image: h.image.inline(),
+                signature: h.signature,
+            });
+            keep.push(h.image);
+        }
+        Self {
+            request,
+            prefix: "edited",
+            // Read buffer, one base64 chunk and HTTP write buffers.
+            extra_reservation: 1 << 20,
+            _inputs: keep,
+        }
+    }
+}
+
+/// Tunables of the data path.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineConfig {
+    pub limits: Limits,
+    /// Put Block requests in flight per upload (Azure).
+    pub blocks_in_flight: usize,
+    pub max_prompt_bytes: usize,
+    /// Benchmark reference only: the old server's way (buffer the whole
+    /// response, parse it, decode the whole image, upload it in one
+    /// request), so both designs can be measured in one build.
+    pub naive: bool,
+}
+
+impl PipelineConfig {
+    /// The most memory one request's output path can hold at once: the
+    /// block being filled, one more (the first block, held back until the
+    /// image is known to need more than one; later, the block the sha256
+    /// thread is hashing, if the uploads have already let go of it), the
+    /// blocks in flight, and a margin for HTTP buffers and bookkeeping.
+    pub fn per_request_bytes(&self) -> u64 {
+        let block = self.limits.block_size as u64;
+        block * (self.blocks_in_flight as u64 + 2)
+            + self.limits.max_text_bytes as u64
+            + self.limits.max_signature_bytes as u64
+            + (1 << 20)
+    }
+}
+
+pub struct Pipeline {
+    pub gemini: GeminiClient,
+    pub store: Arc<Store>,
+    pub budget: Budget,
+    pub cfg: PipelineConfig,
+    /// Block buffers shared by all requests.
+    pub pool: BlockPool,
+}
+
+impl Pipeline {
+    /// The model every call uses.
+    pub fn model(&self) -> &str {
+        &self.gemini.config().model
+    }
+
+    /// Check a prompt and its options for the model, once, before any
+    /// input is fetched or memory reserved.
+    pub fn request(
+        &self,
+        prompt: String,
+        aspect_ratio: Option<&str>,
+        image_size: Option<&str>,
+    ) -> Result<Request, PipelineError> {
+        let options = gemini::models::validate(self.model(), aspect_ratio, image_size)
+            .map_err(PipelineError::Unsupported)?;
+        if prompt.trim().is_empty() {
+            return Err(PipelineError::Invalid("prompt is empty".into()));
+        }
+        if prompt.len() > self.cfg.max_prompt_bytes {
+            return Err(PipelineError::Invalid(format!(
+                "prompt is {} bytes; the limit is {} (--max-prompt-bytes)",
+                prompt.len(),
+                self.cfg.max_prompt_bytes
+            )));
+        }
+        Ok(Request { prompt, options })
+    }
+
+    /// Run one job to a stored image or an error; on any error nothing is
+    /// left in storage.
+    pub async fn run(
+        &self,
+        job: Job,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+    ) -> Result<StoredImage, PipelineError> {
+        let need = self.cfg.per_request_bytes() + job.extra_reservation;
+        let _reservation = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
+            r = self.budget.reserve(need, job.prefix) => r?,
+        };
+        progress.stage(Stage::Requesting);
+        let started = Instant::now();
+        let observer = RetryToProgress(progress);
+        let response = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
+            r = self.gemini.generate(&job.request, &observer) => r?,
+        };
+        progress.stage(Stage::Waiting);
+        if self.cfg.naive {
+            return self.naive(response, job, started).await;
+        }
+        let mut images = Images::new(Arc::clone(&self.store), job.prefix);
+        let outcome = self.stream(response, &mut images, progress, cancel).await;
+        // Gemini's last byte has been read: what follows is the latency
+        // this server adds (the last block, the commit).
+        let body_done = Instant::now();
+        let summary = match outcome {
+            Ok(s) => s,
+            Err(e) => {
+                images.abort_all().await;
+                return Err(e);
+            }
+        };
+        let Some(done) = images.take_result() else {
+            images.abort_all().await;
+            return Err(explain_no_image(&summary));
+        };
+        if let Some(err) = &summary.error {
+            images.abort_all().await;
+            done.abort().await;
+            return Err(PipelineError::Stream(format!(
+                "{} {}",
+                err.status, err.message
+            )));
+        }
+        if summary.finish_reason.is_none() {
+            done.abort().await;
+            return Err(PipelineError::Extract(ExtractError::Truncated(
+                "the stream ended before Gemini said it had finished",
+            )));
+        }
+        progress.stage(Stage::Committing);
+        let meta = done.meta.clone();
+        let stored = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
+            r = done.commit() => r?,
+        };
+        progress.stage(Stage::Committed { bytes: meta.bytes });
+        tracing::info!(
+            blob = %stored.blob_name,
+            bytes = meta.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            after_last_byte_ms = body_done.elapsed().as_millis() as u64,
+            "image stored"
+        );
+        Ok(StoredImage {
+            url: stored.url,
+            path: stored.path,
+            storage: stored.storage,
+            blob_name: stored.blob_name,
+            content_type: meta.format.mime(),
+            bytes: meta.bytes,
+            sha256: hex::encode(meta.sha256),
+            width: meta.dims.map(|d| d.0),
+            height: meta.dims.map(|d| d.1),
+            model: summary
+                .model_version
+                .clone()
+                .unwrap_or_else(|| self.model().to_string()),
+            text: Some(summary.text.clone()).filter(|t| !t.trim().is_empty()),
+            finish_reason: summary.finish_reason.clone(),
+            usage: summary.usage.clone(),
+            prompt: job.request.prompt,
+            created_at: now_rfc3339(),
+            thought_signature: meta.thought_signature,
+        })
+    }
+
+    /// Read the body to its end, feeding image blocks to storage as they
+    /// are sealed.
+    async fn stream(
+        &self,
+        mut response: gemini::Response,
+        images: &mut Images,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+    ) -> Result<Summary, PipelineError> {
+        let mut extractor =
+            Extractor::with_pool(response.framing, self.cfg.limits, self.pool.clone());
+        let mut events = Vec::new();
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
+                n = response.next_chunk() => match n? {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            extractor.feed(&chunk, &mut events)?;
+            for ev in events.drain(..) {
+                images.handle(ev, progress).await?;
+            }
+        }
+        Ok(extractor.finish()?)
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl StoredImage {
+    /// True when the image went to Azure Blob Storage.
+    pub fn is_azure(&self) -> bool {
+        self.storage == StorageKind::Azure
+    }
+}
