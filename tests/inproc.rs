@@ -1,0 +1,241 @@
+//! The fast middle layer: the tool handlers in-process, driven by rmcp's
+//! real client over an in-memory pipe (`tokio::io::duplex`), against the
+//! fake Gemini on a loopback port and a local folder. No binary is
+//! spawned, so each test takes milliseconds; the binary-level tests keep
+//! the transports and the real parts (Azurite, cgroups, signals).
+
+mod common;
+
+use std::sync::Arc;
+
+use clap::Parser as _;
+use common::*;
+use nano_banana_mcp::app::{App, Transport};
+use nano_banana_mcp::config::Cli;
+use nano_banana_mcp::mcp::Service;
+use nano_banana_mcp::testkit::fake_gemini::FakeGemini;
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::RunningService;
+use rmcp::{RoleClient, ServiceExt as _};
+use serde_json::{Value, json};
+
+struct InProc {
+    client: RunningService<RoleClient, ()>,
+    app: Arc<App>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProc {
+    async fn start(fake: &FakeGemini, extra: &[&str]) -> InProc {
+        let dir = tempfile::tempdir().expect("tmp");
+        let out = dir.path().to_str().expect("utf-8").to_string();
+        let base = fake.base_url();
+        let mut args = vec![
+            "nano-banana-mcp",
+            "--gemini-api-key",
+            TEST_KEY,
+            "--gemini-base-url",
+            &base,
+            "--gemini-retry-base-ms",
+            "10",
+            "--output-dir",
+            &out,
+            "--memory-limit",
+            "256MiB",
+        ];
+        args.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(args).expect("arguments");
+        cli.config.validate().expect("valid");
+        let mut settings = cli.config.app_settings(Transport::Stdio, true, false);
+        // The test process's own environment must not choose the storage.
+        settings.store.azure_connection_string = None;
+        settings.store.azure_account = None;
+        let app = Arc::new(App::build(settings).await.expect("app builds"));
+        let service = Service::new(Arc::clone(&app), cli.config.session_settings());
+        let (server_io, client_io) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            if let Ok(running) = service.session().serve(server_io).await {
+                let _ = running.waiting().await;
+            }
+        });
+        let client = ().serve(client_io).await.expect("initialize in-process");
+        InProc {
+            client,
+            app,
+            _dir: dir,
+        }
+    }
+
+    async fn call(&self, tool: &str, args: Value) -> rmcp::model::CallToolResult {
+        let Value::Object(map) = args else {
+            panic!("arguments must be an object")
+        };
+        self.client
+            .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(map))
+            .await
+            .expect("tool call")
+    }
+
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(self._dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_then_continue_sends_the_stored_bytes_back() {
+    let fake = fake().await;
+    let s = InProc::start(&fake, &[]).await;
+    let r = s
+        .call(
+            "generate_image",
+            json!({"prompt": "a fox fake:size=300KiB", "aspectRatio": "16:9"}),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let v = structured(&r);
+    assert_eq!(v["storage"], "local");
+    assert!(v["azureUrl"].is_null(), "local images have no azureUrl");
+    let path = v["path"].as_str().expect("path");
+    let bytes = std::fs::read(path).expect("stored file");
+    let sent = fake.state.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sha256_hex(&bytes), sent[0].sha256);
+    assert_eq!(v["sha256"], sent[0].sha256);
+    assert_eq!(
+        fake.state.requests()[0]
+            .generation_config
+            .as_ref()
+            .expect("config")["imageConfig"]["aspectRatio"],
+        "16:9"
+    );
+
+    let info = s.call("get_last_image_info", json!({})).await;
+    assert_eq!(structured(&info)["image"]["sha256"], sent[0].sha256);
+
+    let r2 = s
+        .call(
+            "continue_editing",
+            json!({"prompt": "make it pink fake:size=1000"}),
+        )
+        .await;
+    assert!(!is_error(&r2), "{}", text_of(&r2));
+    let reqs = fake.state.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(
+        reqs[1].inputs[0].sha256, sent[0].sha256,
+        "the stored bytes went back"
+    );
+    assert!(
+        structured(&r2)["blobName"]
+            .as_str()
+            .expect("name")
+            .starts_with("edited-")
+    );
+    assert_eq!(s.files().len(), 2, "{:?}", s.files());
+    assert_eq!(s.app.budget().stats().in_flight, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_are_refused_before_any_request() {
+    let fake = fake().await;
+    let s = InProc::start(&fake, &["--max-prompt-bytes", "64KiB"]).await;
+    for (tool, args, says) in [
+        (
+            "generate_image",
+            json!({"prompt": "x", "imageSize": "8K"}),
+            "8K",
+        ),
+        (
+            "generate_image",
+            json!({"prompt": "   "}),
+            "prompt is empty",
+        ),
+        (
+            "generate_image",
+            json!({"prompt": "y".repeat(70 << 10)}),
+            "--max-prompt-bytes",
+        ),
+        (
+            "edit_image",
+            json!({"imagePath": "/nonexistent/a.png", "prompt": "z".repeat(70 << 10)}),
+            "--max-prompt-bytes",
+        ),
+        (
+            "continue_editing",
+            json!({"prompt": "again"}),
+            "no previous image",
+        ),
+    ] {
+        let r = s.call(tool, args).await;
+        assert!(is_error(&r), "{tool}");
+        assert!(text_of(&r).contains(says), "{tool}: {}", text_of(&r));
+    }
+    assert!(fake.state.requests().is_empty(), "nothing reached Gemini");
+    assert!(s.files().is_empty());
+    let metrics = s.app.metrics_text();
+    assert!(
+        metrics.contains(
+            "nano_banana_tool_calls_total{tool=\"generate_image\",outcome=\"invalid\"} 3"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_responses_leave_nothing_stored() {
+    let fake = fake().await;
+    let s = InProc::start(&fake, &[]).await;
+    for (prompt, says) in [
+        ("fake:truncate fake:size=3MiB", "Gemini"),
+        ("fake:safety", "IMAGE_SAFETY"),
+        ("fake:badbase64 fake:size=5000", "base64"),
+        ("fake:status=400", "400"),
+    ] {
+        let r = s.call("generate_image", json!({ "prompt": prompt })).await;
+        assert!(is_error(&r), "{prompt}");
+        assert!(text_of(&r).contains(says), "{prompt}: {}", text_of(&r));
+    }
+    assert!(s.files().is_empty(), "{:?}", s.files());
+    assert_eq!(s.app.budget().stats().in_flight, 0);
+    // The interim thought image is dropped; the result is stored.
+    let r = s
+        .call(
+            "generate_image",
+            json!({"prompt": "fake:thought fake:size=50000"}),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let sent = fake.state.sent();
+    let result = sent.iter().rfind(|i| !i.thought).expect("result image");
+    assert_eq!(structured(&r)["sha256"], result.sha256);
+    assert_eq!(s.files().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_tools_share_one_description_of_their_options() {
+    let fake = fake().await;
+    let s = InProc::start(&fake, &[]).await;
+    let tools = s.client.list_all_tools().await.expect("tools/list");
+    let schema_of = |name: &str| {
+        let t = tools.iter().find(|t| t.name == name).expect(name);
+        Value::Object((*t.input_schema).clone())
+    };
+    let generate = schema_of("generate_image");
+    for name in ["edit_image", "continue_editing"] {
+        let other = schema_of(name);
+        for field in ["aspectRatio", "imageSize"] {
+            let d = &other["properties"][field]["description"];
+            assert!(d.is_string(), "{name}.{field} has a description: {other}");
+            assert_eq!(
+                d, &generate["properties"][field]["description"],
+                "{name}.{field}"
+            );
+        }
+    }
+    assert_eq!(generate["required"], json!(["prompt"]));
+}
