@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Transport};
-use crate::config::{Config, DemoCmd, DoctorCmd, EditCmd, GenerateCmd};
-use crate::pipeline::{Job, Progress, Stage, StoredImage};
+use crate::config::{Config, DemoCmd, DoctorCmd, EditCmd, GenerateCmd, OutputArgs};
+use crate::pipeline::{Job, Progress, Request, Stage, StoredImage};
 
 /// Progress on stderr.
 struct CliProgress {
@@ -134,31 +134,24 @@ fn print_location(img: &StoredImage) {
     let _ = writeln!(out, "{loc}");
 }
 
+/// The prompt and options, checked as the MCP tools check them.
+fn request(app: &App, prompt: String, o: &OutputArgs) -> Result<Request, String> {
+    app.pipeline
+        .request(prompt, o.aspect_ratio.as_deref(), o.image_size.as_deref())
+        .map_err(|e| e.to_string())
+}
+
 pub async fn generate(cfg: &Config, cmd: GenerateCmd) -> Result<(), String> {
-    let cfg = with_out(cfg, cmd.out.as_deref());
+    let cfg = with_out(cfg, cmd.output.out.as_deref());
     let app = build(&cfg).await?;
-    let req = app
-        .pipeline
-        .request(
-            cmd.prompt,
-            cmd.aspect_ratio.as_deref(),
-            cmd.image_size.as_deref(),
-        )
-        .map_err(|e| e.to_string())?;
+    let req = request(&app, cmd.prompt, &cmd.output)?;
     let img = run(&app, Job::generate(req)).await?;
     print_location(&img);
     Ok(())
 }
 
 async fn edit_with(app: &App, cmd: EditCmd) -> Result<StoredImage, String> {
-    let req = app
-        .pipeline
-        .request(
-            cmd.prompt,
-            cmd.aspect_ratio.as_deref(),
-            cmd.image_size.as_deref(),
-        )
-        .map_err(|e| e.to_string())?;
+    let req = request(app, cmd.prompt, &cmd.output)?;
     let mut specs = vec![cmd.image];
     specs.extend(cmd.refs);
     let images = app
@@ -170,7 +163,7 @@ async fn edit_with(app: &App, cmd: EditCmd) -> Result<StoredImage, String> {
 }
 
 pub async fn edit(cfg: &Config, cmd: EditCmd) -> Result<(), String> {
-    let cfg = with_out(cfg, cmd.out.as_deref());
+    let cfg = with_out(cfg, cmd.output.out.as_deref());
     let app = build(&cfg).await?;
     let img = edit_with(&app, cmd).await?;
     print_location(&img);
@@ -232,19 +225,14 @@ impl FakeChild {
     }
 
     async fn log(&self, what: &str) -> Result<serde_json::Value, String> {
-        use futures::StreamExt as _;
         let resp = reqwest::get(format!("{}/_fake/{what}", self.base))
             .await
             .map_err(|e| e.to_string())?;
-        let mut body = Vec::new();
-        let mut s = resp.bytes_stream();
-        while let Some(c) = s.next().await {
-            body.extend_from_slice(&c.map_err(|e| e.to_string())?);
-            if body.len() > 1 << 20 {
-                return Err("fake log too large".into());
-            }
+        let body = crate::capped::read_body(resp, 1 << 20).await;
+        if body.truncated {
+            return Err("the fake's log is too large or broke off".into());
         }
-        serde_json::from_slice(&body).map_err(|e| e.to_string())
+        serde_json::from_slice(&body.bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -264,14 +252,11 @@ pub async fn demo(cfg: &Config, cmd: DemoCmd) -> Result<(), String> {
         );
     }
     let size = cmd.size;
-    let req = app
-        .pipeline
-        .request(
-            format!("a banana riding a rocket fake:size={size} fake:text"),
-            None,
-            None,
-        )
-        .map_err(|e| e.to_string())?;
+    let req = request(
+        &app,
+        format!("a banana riding a rocket fake:size={size} fake:text"),
+        &OutputArgs::default(),
+    )?;
     let gen_img = run(&app, Job::generate(req)).await?;
     let gen_path = gen_img
         .path
@@ -284,9 +269,7 @@ pub async fn demo(cfg: &Config, cmd: DemoCmd) -> Result<(), String> {
             image: gen_path.clone(),
             prompt: format!("make it pink fake:size={}", size / 2),
             refs: vec![],
-            aspect_ratio: None,
-            image_size: None,
-            out: None,
+            output: OutputArgs::default(),
         },
     )
     .await?;
@@ -327,7 +310,7 @@ pub async fn demo(cfg: &Config, cmd: DemoCmd) -> Result<(), String> {
         .and_then(|a| a.last())
         .and_then(|r| r["inputs"][0]["sha256"].as_str())
         == Some(gen_img.sha256.as_str());
-    let m = app.memory_status();
+    let peak_rss = crate::memory::cgroup::proc_self_status_rss().map_or(0, |r| r.1);
     let _ = writeln!(
         out,
         "\nedit input sent to Gemini: {}\nmemory: peak RSS {:.1} MiB (idle {:.1} MiB) for {:.1} MiB images; limit {:.0} MiB ({}), budget {:.0} MiB, {} requests at once",
@@ -336,13 +319,13 @@ pub async fn demo(cfg: &Config, cmd: DemoCmd) -> Result<(), String> {
         } else {
             "MISMATCH"
         },
-        mib(m.peak_rss_bytes.unwrap_or(0)),
-        mib(m.baseline_bytes),
+        mib(peak_rss),
+        mib(app.plan.baseline),
         mib(size),
-        mib(m.limit_bytes),
-        m.limit_source,
-        mib(m.budget_bytes),
-        m.max_concurrent,
+        mib(app.limit.bytes),
+        app.limit.source,
+        mib(app.plan.budget),
+        app.plan.max_concurrent,
     );
     let _ = writeln!(
         out,
@@ -511,16 +494,8 @@ async fn gemini_reachable(cfg: &Config, key: &crate::secret::Secret) -> Check {
         ),
         Ok(r) => {
             let code = r.status().as_u16();
-            let mut body = Vec::new();
-            let mut s = r.bytes_stream();
-            use futures::StreamExt as _;
-            while let Some(Ok(c)) = s.next().await {
-                body.extend_from_slice(&c);
-                if body.len() > 64 << 10 {
-                    break;
-                }
-            }
-            let err = crate::gemini::GeminiError::from_status(code, &body, &cfg.gemini_model);
+            let body = crate::capped::read_body(r, 64 << 10).await;
+            let err = crate::gemini::GeminiError::from_status(code, &body.bytes, &cfg.gemini_model);
             let fix = match &err {
                 crate::gemini::GeminiError::BadKey { .. } => "set GEMINI_API_KEY to a valid key",
                 crate::gemini::GeminiError::ModelNotFound { .. } => {
@@ -602,13 +577,7 @@ async fn storage_checks(cfg: &Config, checks: &mut Vec<Check>) {
             checks.push(Check::skip("Azure test blob", "skipped: no container"));
             return;
         }
-        let store = match crate::store::azure::AzureStore::new(
-            parsed,
-            container.clone(),
-            cfg.azure_public_urls,
-            Duration::from_secs(3600),
-            1,
-        ) {
+        let store = match crate::store::azure::AzureStore::new(parsed, &doctor_azure_options(cfg)) {
             Ok(s) => s,
             Err(e) => {
                 checks.push(Check::fail(
@@ -621,13 +590,7 @@ async fn storage_checks(cfg: &Config, checks: &mut Vec<Check>) {
         };
         checks.push(test_blob(&store).await);
     } else if let Some(account) = &cfg.azure_account {
-        match crate::store::azure::AzureStore::with_identity(
-            account,
-            cfg.azure_container.clone(),
-            cfg.azure_public_urls,
-            Duration::from_secs(3600),
-            1,
-        ) {
+        match crate::store::azure::AzureStore::with_identity(account, &doctor_azure_options(cfg)) {
             Ok(store) => checks.push(test_blob(&store).await),
             Err(e) => checks.push(Check::fail(
                 "Azure identity",
@@ -655,6 +618,15 @@ async fn storage_checks(cfg: &Config, checks: &mut Vec<Check>) {
                 "set NANO_BANANA_OUTPUT_DIR to a writable folder",
             ),
         });
+    }
+}
+
+/// The doctor's probe store: one block in flight, one-hour URLs.
+fn doctor_azure_options(cfg: &Config) -> crate::store::azure::AzureOptions {
+    crate::store::azure::AzureOptions {
+        sas_ttl: Duration::from_secs(3600),
+        max_in_flight: 1,
+        ..cfg.store_config().azure_options()
     }
 }
 

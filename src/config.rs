@@ -67,6 +67,13 @@ pub enum Command {
 pub struct GenerateCmd {
     /// What to draw.
     pub prompt: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Output options of `generate` and `edit`.
+#[derive(Debug, Args, Default)]
+pub struct OutputArgs {
     /// 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9 or 21:9.
     #[arg(long)]
     pub aspect_ratio: Option<String>,
@@ -87,13 +94,8 @@ pub struct EditCmd {
     /// Reference images (repeatable).
     #[arg(long = "ref")]
     pub refs: Vec<String>,
-    #[arg(long)]
-    pub aspect_ratio: Option<String>,
-    #[arg(long)]
-    pub image_size: Option<String>,
-    /// Save into this local folder (even when Azure is configured).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

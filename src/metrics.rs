@@ -159,25 +159,29 @@ impl Metrics {
     }
 
     /// The text exposition, with gauges read now.
-    pub fn render(&self, m: &crate::memory::Status, pool_free_blocks: usize) -> String {
+    pub fn render(
+        &self,
+        limit: &crate::memory::MemoryLimit,
+        plan: &crate::memory::Plan,
+        b: &crate::memory::BudgetStats,
+        pool_free_blocks: usize,
+    ) -> String {
         let set = |name: &'static str, v: u64| {
             if let Some((_, g)) = self.gauges.iter().find(|(n, _)| *n == name) {
                 g.set(v.min(i64::MAX as u64) as i64);
             }
         };
-        set("memory_limit_bytes", m.limit_bytes);
-        set("memory_budget_bytes", m.budget_bytes);
-        set("memory_reserved_bytes", m.reserved_bytes);
-        set("memory_peak_reserved_bytes", m.peak_reserved_bytes);
-        set("memory_per_request_bytes", m.per_request_bytes);
-        set("max_concurrent_requests", m.max_concurrent);
-        set("requests_in_flight", m.in_flight);
-        set("requests_queued", m.queued);
-        if let Some(r) = m.rss_bytes {
-            set("process_rss_bytes", r);
-        }
-        if let Some(r) = m.peak_rss_bytes {
-            set("process_peak_rss_bytes", r);
+        set("memory_limit_bytes", limit.bytes);
+        set("memory_budget_bytes", plan.budget);
+        set("memory_reserved_bytes", b.reserved_bytes);
+        set("memory_peak_reserved_bytes", b.peak_reserved);
+        set("memory_per_request_bytes", plan.per_request);
+        set("max_concurrent_requests", plan.max_concurrent);
+        set("requests_in_flight", b.in_flight as u64);
+        set("requests_queued", b.queued as u64);
+        if let Some((rss, peak)) = crate::memory::cgroup::proc_self_status_rss() {
+            set("process_rss_bytes", rss);
+            set("process_peak_rss_bytes", peak);
         }
         if let Some(s) = crate::memory::alloc::stats() {
             set("jemalloc_allocated_bytes", s.allocated);
@@ -193,8 +197,8 @@ impl Metrics {
         set("block_pool_free_blocks", pool_free_blocks as u64);
         // The budget counts rejections itself; mirror its total.
         let seen = self.busy.get();
-        if m.busy_rejections > seen {
-            self.busy.inc_by(m.busy_rejections - seen);
+        if b.rejections_busy > seen {
+            self.busy.inc_by(b.rejections_busy - seen);
         }
         let mut out = String::with_capacity(8 << 10);
         if encode(&mut out, &self.registry).is_err() {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. Modules on one line share a rank and must not use each
 /// other.
 const LAYERS: &[&[&str]] = &[
-    &["secret", "memory"],
+    &["secret", "memory", "capped"],
     &["extract"],
     &["gemini", "store"],
     &["inputs"],

@@ -213,14 +213,14 @@ impl App {
         &self.pipeline.budget
     }
 
-    pub fn memory_status(&self) -> memory::Status {
-        memory::Status::read(&self.limit, &self.plan, self.budget())
-    }
-
     /// The Prometheus text exposition, read now.
     pub fn metrics_text(&self) -> String {
-        self.metrics
-            .render(&self.memory_status(), self.pipeline.pool.stats().free)
+        self.metrics.render(
+            &self.limit,
+            &self.plan,
+            &self.budget().stats(),
+            self.pipeline.pool.stats().free,
+        )
     }
 
     /// Give memory back to the OS once the server has been idle for a

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use serde::Deserialize;
 
 /// Error bodies are small; anything longer is cut before parsing.
@@ -154,16 +153,8 @@ struct ErrorBody {
 /// body.
 pub(super) async fn from_response(resp: reqwest::Response, model: &str) -> GeminiError {
     let code = resp.status().as_u16();
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        let room = MAX_ERROR_BODY.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if room <= chunk.len() {
-            break;
-        }
-    }
-    classify(code, &body, model)
+    let body = crate::capped::read_body(resp, MAX_ERROR_BODY).await;
+    classify(code, &body.bytes, model)
 }
 
 /// Pure: status code and body bytes to an error.

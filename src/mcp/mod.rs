@@ -189,23 +189,17 @@ impl ImageServer {
         r
     }
 
-    #[tool(
-        name = "generate_image",
-        description = "Generate a NEW image from a text prompt. Use this only to create a new image, not to modify an existing one. Returns the image's URL (Azure Blob Storage) or file path (local folder).",
-        output_schema = schema_for_output::<ImageResult>()
-    )]
-    async fn generate_image(
+    /// Run a job the tool prepared, or return why it could not.
+    async fn image_call(
         &self,
-        Parameters(args): Parameters<GenerateArgs>,
-        ctx: RequestContext<RoleServer>,
+        tool: &'static str,
+        job: Result<Job, CallToolResult>,
+        ctx: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let req = match self.request("generate_image", args.prompt, &args.options) {
-            Ok(r) => r,
-            Err(e) => return Ok(e),
-        };
-        Ok(self
-            .run_job("generate_image", Job::generate(req), &ctx)
-            .await)
+        Ok(match job {
+            Ok(job) => self.run_job(tool, job, ctx).await,
+            Err(refused) => refused,
+        })
     }
 
     /// Check the prompt and options once, before anything is fetched.
@@ -225,6 +219,36 @@ impl ImageServer {
             .map_err(|e| self.refused(tool, e.kind(), tool_error(e)))
     }
 
+    /// Fetch and check inputs, unless the call is cancelled first.
+    async fn inputs<T>(
+        &self,
+        tool: &'static str,
+        ctx: &RequestContext<RoleServer>,
+        fetch: impl Future<Output = Result<T, inputs::InputError>>,
+    ) -> Result<T, CallToolResult> {
+        tokio::select! {
+            _ = ctx.ct.cancelled() => Err(tool_error(PipelineError::Cancelled)),
+            r = fetch => r.map_err(|e| self.refused(tool, "input", tool_error(e))),
+        }
+    }
+
+    #[tool(
+        name = "generate_image",
+        description = "Generate a NEW image from a text prompt. Use this only to create a new image, not to modify an existing one. Returns the image's URL (Azure Blob Storage) or file path (local folder).",
+        output_schema = schema_for_output::<ImageResult>()
+    )]
+    async fn generate_image(
+        &self,
+        Parameters(args): Parameters<GenerateArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        const TOOL: &str = "generate_image";
+        let job = self
+            .request(TOOL, args.prompt, &args.options)
+            .map(Job::generate);
+        self.image_call(TOOL, job, &ctx).await
+    }
+
     #[tool(
         name = "edit_image",
         description = "Edit a SPECIFIC existing image, optionally with additional reference images. imagePath may be a local file path, an https URL, a URL this server returned, or a data: URI.",
@@ -235,23 +259,18 @@ impl ImageServer {
         Parameters(args): Parameters<EditArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let req = match self.request("edit_image", args.prompt, &args.options) {
-            Ok(r) => r,
-            Err(e) => return Ok(e),
+        const TOOL: &str = "edit_image";
+        let job = async {
+            let req = self.request(TOOL, args.prompt, &args.more.options)?;
+            let mut specs = vec![args.image_path];
+            specs.extend(args.more.reference_images.unwrap_or_default());
+            let model = self.app.pipeline.model();
+            let images = self
+                .inputs(TOOL, &ctx, self.app.fetcher.prepare_all(&specs, model))
+                .await?;
+            Ok(Job::edit(req, None, images))
         };
-        let mut specs = vec![args.image_path];
-        specs.extend(args.reference_images.unwrap_or_default());
-        let prepared = tokio::select! {
-            _ = ctx.ct.cancelled() => return Ok(tool_error(PipelineError::Cancelled)),
-            p = self.app.fetcher.prepare_all(&specs, self.app.pipeline.model()) => p,
-        };
-        let images = match prepared {
-            Ok(p) => p,
-            Err(e) => return Ok(self.refused("edit_image", "input", tool_error(e))),
-        };
-        Ok(self
-            .run_job("edit_image", Job::edit(req, None, images), &ctx)
-            .await)
+        self.image_call(TOOL, job.await, &ctx).await
     }
 
     #[tool(
@@ -264,49 +283,52 @@ impl ImageServer {
         Parameters(args): Parameters<ContinueArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        const TOOL: &str = "continue_editing";
+        let job = self.continue_job(args, &ctx).await;
+        self.image_call(TOOL, job, &ctx).await
+    }
+
+    /// The edit of this session's last image.
+    async fn continue_job(
+        &self,
+        args: ContinueArgs,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<Job, CallToolResult> {
+        const TOOL: &str = "continue_editing";
         if self.app.transport == Transport::Http && self.app.stateless {
-            return Ok(tool_error(
+            return Err(tool_error(
                 "continue_editing needs an MCP session, and this server runs statelessly (--stateless); use edit_image with the URL of the last image instead",
             ));
         }
         let Some(last) = self.sessions.last(self.session) else {
-            return Ok(tool_error(
+            return Err(tool_error(
                 "there is no previous image in this session; call generate_image or edit_image first",
             ));
         };
-        let req = match self.request("continue_editing", args.prompt, &args.options) {
-            Ok(r) => r,
-            Err(e) => return Ok(e),
-        };
+        let req = self.request(TOOL, args.prompt, &args.more.options)?;
         let model = self.app.pipeline.model();
-        let refs = args.reference_images.unwrap_or_default();
-        let prepared = async {
+        let refs = args.more.reference_images.unwrap_or_default();
+        let fetch = async {
             let base = self
                 .app
                 .fetcher
                 .load_stored(&last.blob_name, last.path.as_deref())
                 .await?;
             let more = self.app.fetcher.prepare_all(&refs, model).await?;
-            Ok::<_, inputs::InputError>((base, more))
+            let max = models::info(model).max_inputs;
+            if more.len() + 1 > max {
+                return Err(inputs::InputError::TooMany {
+                    n: more.len() + 1,
+                    max,
+                    model: model.to_string(),
+                });
+            }
+            Ok((base, more))
         };
-        let (base, more) = tokio::select! {
-            _ = ctx.ct.cancelled() => return Ok(tool_error(PipelineError::Cancelled)),
-            p = prepared => match p {
-                Ok(p) => p,
-                Err(e) => return Ok(tool_error(e)),
-            },
-        };
-        let max = models::info(model).max_inputs;
-        if more.len() + 1 > max {
-            return Ok(tool_error(inputs::InputError::TooMany {
-                n: more.len() + 1,
-                max,
-                model: model.to_string(),
-            }));
-        }
+        let (base, more) = self.inputs(TOOL, ctx, fetch).await?;
         // Gemini 3 asks for its thought signature back with the history;
         // other models get the last image as a plain input.
-        let job = match &last.thought_signature {
+        Ok(match &last.thought_signature {
             Some(sig) => {
                 let history = History {
                     prompt: last.prompt.clone(),
@@ -320,8 +342,7 @@ impl ImageServer {
                 images.extend(more);
                 Job::edit(req, None, images)
             }
-        };
-        Ok(self.run_job("continue_editing", job, &ctx).await)
+        })
     }
 
     #[tool(
@@ -364,7 +385,7 @@ impl ImageServer {
             transport: format!("{:?}", self.app.transport).to_lowercase(),
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_seconds: self.app.started.elapsed().as_secs(),
-            memory: self.app.memory_status().into(),
+            memory: wire::MemoryStatus::read(&self.app),
             hint: (!configured).then(|| {
                 "set GEMINI_API_KEY in the server's environment, or call configure_gemini_token"
                     .into()

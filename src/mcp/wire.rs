@@ -38,6 +38,14 @@ pub struct EditArgs {
     pub image_path: String,
     /// Text describing the modifications to make.
     pub prompt: String,
+    #[serde(flatten)]
+    pub more: MoreInputs,
+}
+
+/// What every edit tool takes besides its prompt.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoreInputs {
     /// Optional additional images (paths or URLs) for style, elements, etc.
     #[serde(default)]
     pub reference_images: Option<Vec<String>>,
@@ -50,11 +58,8 @@ pub struct EditArgs {
 pub struct ContinueArgs {
     /// Text describing the changes to make to the last image.
     pub prompt: String,
-    /// Optional additional images (paths or URLs).
-    #[serde(default)]
-    pub reference_images: Option<Vec<String>>,
     #[serde(flatten)]
-    pub options: OutputOptions,
+    pub more: MoreInputs,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -179,22 +184,26 @@ pub struct MemoryStatus {
     pub allocator_resident_bytes: Option<u64>,
 }
 
-impl From<crate::memory::Status> for MemoryStatus {
-    fn from(m: crate::memory::Status) -> Self {
+impl MemoryStatus {
+    /// The plan made at start, the budget's state and the process's own
+    /// counters, read now.
+    pub fn read(app: &crate::app::App) -> Self {
+        let b = app.budget().stats();
+        let rss = crate::memory::cgroup::proc_self_status_rss();
         Self {
-            limit_bytes: m.limit_bytes,
-            limit_source: m.limit_source,
-            baseline_bytes: m.baseline_bytes,
-            budget_bytes: m.budget_bytes,
-            per_request_bytes: m.per_request_bytes,
-            max_concurrent: m.max_concurrent,
-            reserved_bytes: m.reserved_bytes,
-            in_flight: m.in_flight,
-            queued: m.queued,
-            busy_rejections: m.busy_rejections,
-            rss_bytes: m.rss_bytes,
-            peak_rss_bytes: m.peak_rss_bytes,
-            allocator_resident_bytes: m.allocator_resident_bytes,
+            limit_bytes: app.limit.bytes,
+            limit_source: app.limit.source.to_string(),
+            baseline_bytes: app.plan.baseline,
+            budget_bytes: app.plan.budget,
+            per_request_bytes: app.plan.per_request,
+            max_concurrent: app.plan.max_concurrent,
+            reserved_bytes: b.reserved_bytes,
+            in_flight: b.in_flight as u64,
+            queued: b.queued as u64,
+            busy_rejections: b.rejections_busy,
+            rss_bytes: rss.map(|r| r.0),
+            peak_rss_bytes: rss.map(|r| r.1),
+            allocator_resident_bytes: crate::memory::alloc::stats().map(|s| s.resident),
         }
     }
 }

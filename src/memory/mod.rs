@@ -38,49 +38,6 @@ pub use cgroup::{
     CgroupDir, CgroupVersion, LimitOverrides, LimitSource, MemoryLimit, discover, parse_size,
 };
 
-/// The memory figures of a running server, read now: the plan made at
-/// start, the budget's state and the process's own counters.
-#[derive(Debug, Clone)]
-pub struct Status {
-    pub limit_bytes: u64,
-    pub limit_source: String,
-    pub baseline_bytes: u64,
-    pub budget_bytes: u64,
-    pub per_request_bytes: u64,
-    pub max_concurrent: u64,
-    pub reserved_bytes: u64,
-    pub peak_reserved_bytes: u64,
-    pub in_flight: u64,
-    pub queued: u64,
-    pub busy_rejections: u64,
-    pub rss_bytes: Option<u64>,
-    pub peak_rss_bytes: Option<u64>,
-    pub allocator_resident_bytes: Option<u64>,
-}
-
-impl Status {
-    pub fn read(limit: &MemoryLimit, plan: &Plan, budget: &Budget) -> Self {
-        let b = budget.stats();
-        let rss = cgroup::proc_self_status_rss();
-        Self {
-            limit_bytes: limit.bytes,
-            limit_source: limit.source.to_string(),
-            baseline_bytes: plan.baseline,
-            budget_bytes: plan.budget,
-            per_request_bytes: plan.per_request,
-            max_concurrent: plan.max_concurrent,
-            reserved_bytes: b.reserved_bytes,
-            peak_reserved_bytes: b.peak_reserved,
-            in_flight: b.in_flight as u64,
-            queued: b.queued as u64,
-            busy_rejections: b.rejections_busy,
-            rss_bytes: rss.map(|r| r.0),
-            peak_rss_bytes: rss.map(|r| r.1),
-            allocator_resident_bytes: alloc::stats().map(|s| s.resident),
-        }
-    }
-}
-
 /// Formats a byte count with binary units (`40 MiB`, `1.5 GiB`) for messages a
 /// person reads; exact counts belong in metrics, not here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

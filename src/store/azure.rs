@@ -72,45 +72,27 @@ pub struct AzureStore {
     max_in_flight: usize,
 }
 
+/// How an Azure store names, exposes and uploads its blobs.
+#[derive(Debug, Clone)]
+pub struct AzureOptions {
+    pub container: String,
+    /// Plain blob URLs (for containers made public on purpose).
+    pub public_urls: bool,
+    /// Lifetime of the read-only SAS URLs it returns.
+    pub sas_ttl: Duration,
+    /// Put Block requests in flight per upload.
+    pub max_in_flight: usize,
+}
+
 impl AzureStore {
-    pub fn new(
-        cs: ConnectionString,
-        container: String,
-        public_urls: bool,
-        sas_ttl: Duration,
-        max_in_flight: usize,
-    ) -> Result<Self, StoreError> {
-        let store = tuned(cs.builder(&container))
-            .build()
-            .map_err(|e| StoreError::Config(e.to_string()))?;
-        let url_mode = if public_urls {
-            UrlMode::Public
-        } else if matches!(cs.credential, Credential::Sas(_)) {
-            UrlMode::ConnectionSas
-        } else {
-            UrlMode::Signed(sas_ttl)
-        };
-        Ok(Self {
-            store: Arc::new(store),
-            cs,
-            container,
-            url_mode,
-            max_in_flight: max_in_flight.max(1),
-        })
+    pub fn new(cs: ConnectionString, opts: &AzureOptions) -> Result<Self, StoreError> {
+        let builder = cs.builder(&opts.container);
+        Self::assemble(builder, cs, opts)
     }
 
     /// Workload or managed identity: no connection string, the account
     /// name only. SAS URLs are signed with a user delegation key.
-    pub fn with_identity(
-        account: &str,
-        container: String,
-        public_urls: bool,
-        sas_ttl: Duration,
-        max_in_flight: usize,
-    ) -> Result<Self, StoreError> {
-        let store = tuned(super::connstr::builder_for_identity(account, &container))
-            .build()
-            .map_err(|e| StoreError::Config(e.to_string()))?;
+    pub fn with_identity(account: &str, opts: &AzureOptions) -> Result<Self, StoreError> {
         let endpoint = url::Url::parse(&format!("https://{account}.blob.core.windows.net"))
             .map_err(|e| StoreError::Config(format!("account name {account:?}: {e}")))?;
         let cs = ConnectionString {
@@ -119,16 +101,33 @@ impl AzureStore {
             credential: Credential::None,
             is_emulator_style: false,
         };
+        let builder = super::connstr::builder_for_identity(account, &opts.container);
+        Self::assemble(builder, cs, opts)
+    }
+
+    fn assemble(
+        builder: object_store::azure::MicrosoftAzureBuilder,
+        cs: ConnectionString,
+        opts: &AzureOptions,
+    ) -> Result<Self, StoreError> {
+        let store = tuned(builder)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        // A connection string's own SAS is what its URLs carry; account
+        // keys and identities sign a read-only SAS per blob.
+        let url_mode = if opts.public_urls {
+            UrlMode::Public
+        } else if matches!(cs.credential, Credential::Sas(_)) {
+            UrlMode::ConnectionSas
+        } else {
+            UrlMode::Signed(opts.sas_ttl)
+        };
         Ok(Self {
             store: Arc::new(store),
             cs,
-            container,
-            url_mode: if public_urls {
-                UrlMode::Public
-            } else {
-                UrlMode::Signed(sas_ttl)
-            },
-            max_in_flight: max_in_flight.max(1),
+            container: opts.container.clone(),
+            url_mode,
+            max_in_flight: opts.max_in_flight.max(1),
         })
     }
 
@@ -144,7 +143,7 @@ impl AzureStore {
         }
         let prefix = format!("{}/", base.path().trim_end_matches('/'));
         let rest = url.path().strip_prefix(&prefix)?;
-        let name = percent_decode(rest)?;
+        let name = super::connstr::percent_decode(rest)?;
         (!name.is_empty() && !name.contains("..")).then_some(name)
     }
 
@@ -339,23 +338,6 @@ impl AzureUpload {
             let _ = up.abort().await;
         }
     }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A readable, secret-free message for an object_store error.

@@ -6,7 +6,7 @@
 //! (no `x-ms-blob-public-access` header, ever), and must never put a key, a
 //! signature or a SAS-bearing URL into an error, a log line or a panic.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -259,7 +259,7 @@ async fn send(
 
 /// Azure's error code: the `x-ms-error-code` header, else `<Code>` in the
 /// XML body (read up to a small cap; HEAD-like answers have none).
-async fn error_code(mut response: reqwest::Response) -> Option<String> {
+async fn error_code(response: reqwest::Response) -> Option<String> {
     if let Some(code) = response
         .headers()
         .get(X_MS_ERROR_CODE)
@@ -268,14 +268,8 @@ async fn error_code(mut response: reqwest::Response) -> Option<String> {
     {
         return Some(code.to_owned());
     }
-    let mut body = Vec::new();
-    while body.len() < ERROR_BODY_CAP {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    let body = String::from_utf8_lossy(&body);
+    let body = crate::capped::read_body(response, ERROR_BODY_CAP).await;
+    let body = String::from_utf8_lossy(&body.bytes);
     let start = body.find("<Code>")? + "<Code>".len();
     let end = body[start..].find("</Code>")? + start;
     let code = body[start..end].trim();
@@ -416,52 +410,9 @@ fn canonicalized_resource(url: &Url, account: &str) -> String {
 
 /// RFC 1123 date in GMT, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 fn rfc1123(time: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    // A clock before 1970 is broken beyond what signing can fix; the service
-    // will reject the skewed date with a clear error of its own.
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31) in the proleptic
-/// Gregorian calendar, counting in 400-year eras that start on 1 March so
-/// that the leap day falls at the end of each year.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    const DAYS_PER_ERA: u64 = 146_097;
-    // 1970-01-01 is day 719_468 counted from 0000-03-01.
-    let z = days + 719_468;
-    let era = z / DAYS_PER_ERA;
-    let day_of_era = z % DAYS_PER_ERA;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153; // 0 = March
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    chrono::DateTime::<chrono::Utc>::from(time)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -473,7 +424,7 @@ mod tests {
 
     #[test]
     fn rfc1123_known_dates() {
-        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        let at = |secs| std::time::UNIX_EPOCH + Duration::from_secs(secs);
         assert_eq!(rfc1123(at(0)), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(rfc1123(at(784_111_777)), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(rfc1123(at(951_782_400)), "Tue, 29 Feb 2000 00:00:00 GMT");

@@ -453,7 +453,7 @@ fn validate_sas(raw: &str) -> Result<String, ConnStrError> {
 
 /// Percent-decode without treating `+` as a space: SAS signatures are base64
 /// and a raw `+` in one is a literal plus.
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

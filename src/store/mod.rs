@@ -213,6 +213,17 @@ impl Started {
     }
 }
 
+impl StoreConfig {
+    pub fn azure_options(&self) -> azure::AzureOptions {
+        azure::AzureOptions {
+            container: self.container.clone(),
+            public_urls: self.public_urls,
+            sas_ttl: self.sas_ttl,
+            max_in_flight: self.blocks_in_flight,
+        }
+    }
+}
+
 /// Where images go, as the operator configured it.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -230,7 +241,6 @@ pub struct StoreConfig {
 /// Open the configured backend: Azure when a connection string or account
 /// is set, else the local folder. Creates the container when asked to.
 pub async fn open(cfg: &StoreConfig) -> Result<Store, String> {
-    let ttl = cfg.sas_ttl;
     if let Some(cs) = &cfg.azure_connection_string {
         let cs = connstr::parse(cs.expose())
             .map_err(|e| format!("AZURE_STORAGE_CONNECTION_STRING: {e}"))?;
@@ -249,26 +259,13 @@ pub async fn open(cfg: &StoreConfig) -> Result<Store, String> {
                 }
             }
         }
-        let store = azure::AzureStore::new(
-            cs,
-            cfg.container.clone(),
-            cfg.public_urls,
-            ttl,
-            cfg.blocks_in_flight,
-        )
-        .map_err(|e| e.to_string())?;
+        let store = azure::AzureStore::new(cs, &cfg.azure_options()).map_err(|e| e.to_string())?;
         tracing::info!("storing images in {}", store.describe());
         return Ok(Store::Azure(store));
     }
     if let Some(account) = &cfg.azure_account {
-        let store = azure::AzureStore::with_identity(
-            account,
-            cfg.container.clone(),
-            cfg.public_urls,
-            ttl,
-            cfg.blocks_in_flight,
-        )
-        .map_err(|e| e.to_string())?;
+        let store = azure::AzureStore::with_identity(account, &cfg.azure_options())
+            .map_err(|e| e.to_string())?;
         tracing::info!(
             "storing images in {} (workload/managed identity)",
             store.describe()
