@@ -141,8 +141,8 @@ fn request(app: &App, prompt: String, o: &OutputArgs) -> Result<Request, String>
         .map_err(|e| e.to_string())
 }
 
-pub async fn generate(cfg: &Config, cmd: GenerateCmd) -> Result<(), String> {
-    let cfg = with_out(cfg, cmd.output.out.as_deref());
+pub async fn generate(cmd: GenerateCmd) -> Result<(), String> {
+    let cfg = with_out(&cmd.config, cmd.output.out.as_deref());
     let app = build(&cfg).await?;
     let req = request(&app, cmd.prompt, &cmd.output)?;
     let img = run(&app, Job::generate(req)).await?;
@@ -162,8 +162,8 @@ async fn edit_with(app: &App, cmd: EditCmd) -> Result<StoredImage, String> {
     run(app, Job::edit(req, None, images)).await
 }
 
-pub async fn edit(cfg: &Config, cmd: EditCmd) -> Result<(), String> {
-    let cfg = with_out(cfg, cmd.output.out.as_deref());
+pub async fn edit(cmd: EditCmd) -> Result<(), String> {
+    let cfg = with_out(&cmd.config, cmd.output.out.as_deref());
     let app = build(&cfg).await?;
     let img = edit_with(&app, cmd).await?;
     print_location(&img);
@@ -237,9 +237,9 @@ impl FakeChild {
 }
 
 /// Generate, then edit, against the built-in fake Gemini and a local folder.
-pub async fn demo(cfg: &Config, cmd: DemoCmd) -> Result<(), String> {
+pub async fn demo(cmd: DemoCmd) -> Result<(), String> {
     let mut fake = FakeChild::start().await?;
-    let mut c = with_out(cfg, Some(&cmd.out));
+    let mut c = with_out(&cmd.config, Some(&cmd.out));
     c.gemini_base_url = fake.base.clone();
     c.gemini_api_key = Some(crate::secret::Secret::new("demo-key-not-real"));
     c.gemini_model = crate::gemini::models::DEFAULT_MODEL.into();
@@ -270,6 +270,7 @@ pub async fn demo(cfg: &Config, cmd: DemoCmd) -> Result<(), String> {
             prompt: format!("make it pink fake:size={}", size / 2),
             refs: vec![],
             output: OutputArgs::default(),
+            config: c.clone(),
         },
     )
     .await?;
@@ -374,7 +375,8 @@ impl Check {
 
 /// Check the configuration like a support engineer would. Returns whether
 /// everything passed.
-pub async fn doctor(cfg: &Config, cmd: DoctorCmd) -> Result<bool, String> {
+pub async fn doctor(cmd: DoctorCmd) -> Result<bool, String> {
+    let cfg = &cmd.config;
     let mut checks = Vec::new();
     let key = crate::app::keys::resolve(cfg.gemini_api_key.as_ref());
     checks.push(match &key {

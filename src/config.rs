@@ -35,7 +35,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  nano-banana-mcp serve                       # stdio, for MCP clients\n  NANO_BANANA_AUTH_TOKEN=... nano-banana-mcp serve --http 0.0.0.0:8080 --allowed-hosts nano-banana.tools.svc"
     )]
-    Serve(ServeArgs),
+    Serve(ServeCmd),
     /// Generate one image and print its URL or path.
     #[command(
         after_help = "Examples:\n  nano-banana-mcp generate \"a banana in space\"\n  nano-banana-mcp generate \"a city at dusk\" --aspect-ratio 16:9 --out ./images"
@@ -69,6 +69,16 @@ pub struct GenerateCmd {
     pub prompt: String,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeCmd {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub config: Config,
 }
 
 /// Output options of `generate` and `edit`.
@@ -96,6 +106,8 @@ pub struct EditCmd {
     pub refs: Vec<String>,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub config: Config,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +118,8 @@ pub struct DemoCmd {
     /// Image size the fake returns.
     #[arg(long, default_value = "8MiB", value_parser = size_arg)]
     pub size: u64,
+    #[command(flatten)]
+    pub config: Config,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +127,8 @@ pub struct DoctorCmd {
     /// Skip the checks that call Gemini.
     #[arg(long)]
     pub offline: bool,
+    #[command(flatten)]
+    pub config: Config,
 }
 
 #[derive(Debug, Args, Default)]
@@ -245,161 +261,104 @@ fn size_arg(s: &str) -> Result<u64, String> {
 pub struct Config {
     // --- Gemini ---
     /// Gemini API key (Google AI Studio).
-    #[arg(long, env = "GEMINI_API_KEY", hide_env_values = true, global = true)]
+    #[arg(long, env = "GEMINI_API_KEY", hide_env_values = true)]
     pub gemini_api_key: Option<Secret>,
     /// Gemini image model id.
-    #[arg(long, env = "GEMINI_MODEL", default_value = crate::gemini::models::DEFAULT_MODEL, global = true)]
+    #[arg(long, env = "GEMINI_MODEL", default_value = crate::gemini::models::DEFAULT_MODEL)]
     pub gemini_model: String,
     /// Base URL of the Gemini API (a gateway, or a local fake for tests).
     #[arg(
         long,
         env = "GEMINI_BASE_URL",
-        default_value = "https://generativelanguage.googleapis.com",
-        global = true
+        default_value = "https://generativelanguage.googleapis.com"
     )]
     pub gemini_base_url: String,
     /// Use streamGenerateContent (SSE); false uses generateContent.
-    #[arg(long, env = "GEMINI_STREAMING", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "GEMINI_STREAMING", default_value_t = true, action = clap::ArgAction::Set)]
     pub gemini_streaming: bool,
     /// Attempts per call for retryable Gemini errors (429, 5xx).
-    #[arg(long, env = "GEMINI_MAX_ATTEMPTS", default_value_t = 5, global = true)]
+    #[arg(long, env = "GEMINI_MAX_ATTEMPTS", default_value_t = 5)]
     pub gemini_max_attempts: u32,
     /// Longest delay between retries, and the longest server-requested
     /// delay still worth waiting for (seconds).
-    #[arg(
-        long,
-        env = "GEMINI_RETRY_CAP_SECS",
-        default_value_t = 60,
-        global = true
-    )]
+    #[arg(long, env = "GEMINI_RETRY_CAP_SECS", default_value_t = 60)]
     pub gemini_retry_cap_secs: u64,
     /// First retry delay in milliseconds (doubles each time, with jitter).
-    #[arg(
-        long,
-        env = "GEMINI_RETRY_BASE_MS",
-        default_value_t = 1000,
-        global = true
-    )]
+    #[arg(long, env = "GEMINI_RETRY_BASE_MS", default_value_t = 1000)]
     pub gemini_retry_base_ms: u64,
     /// Longest silence from Gemini mid-response (seconds).
-    #[arg(
-        long,
-        env = "GEMINI_READ_TIMEOUT_SECS",
-        default_value_t = 60,
-        global = true
-    )]
+    #[arg(long, env = "GEMINI_READ_TIMEOUT_SECS", default_value_t = 60)]
     pub gemini_read_timeout_secs: u64,
     /// Longest wait for Gemini's response headers per attempt (seconds).
-    #[arg(
-        long,
-        env = "GEMINI_TIMEOUT_SECS",
-        default_value_t = 180,
-        global = true
-    )]
+    #[arg(long, env = "GEMINI_TIMEOUT_SECS", default_value_t = 180)]
     pub gemini_timeout_secs: u64,
 
     // --- Storage ---
     /// Azure Storage connection string (account key, SAS, or
     /// UseDevelopmentStorage=true). Without it, images go to --output-dir.
-    #[arg(
-        long,
-        env = "AZURE_STORAGE_CONNECTION_STRING",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "AZURE_STORAGE_CONNECTION_STRING", hide_env_values = true)]
     pub azure_connection_string: Option<Secret>,
     /// Azure Storage account name, for workload/managed identity (no
     /// connection string).
-    #[arg(long, env = "AZURE_STORAGE_ACCOUNT", global = true)]
+    #[arg(long, env = "AZURE_STORAGE_ACCOUNT")]
     pub azure_account: Option<String>,
     /// Blob container.
     #[arg(
         long,
         env = "AZURE_STORAGE_CONTAINER_NAME",
-        default_value = "nano-banana-images",
-        global = true
+        default_value = "nano-banana-images"
     )]
     pub azure_container: String,
     /// Create the container (private) at start if it is missing.
-    #[arg(long, env = "AZURE_CREATE_CONTAINER", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "AZURE_CREATE_CONTAINER", default_value_t = true, action = clap::ArgAction::Set)]
     pub azure_create_container: bool,
     /// Return plain blob URLs (only for containers made public on purpose)
     /// instead of read-only SAS URLs.
-    #[arg(long, env = "AZURE_PUBLIC_URLS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "AZURE_PUBLIC_URLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub azure_public_urls: bool,
     /// Lifetime of returned SAS URLs, in hours.
-    #[arg(
-        long,
-        env = "AZURE_SAS_TTL_HOURS",
-        default_value_t = 168,
-        global = true
-    )]
+    #[arg(long, env = "AZURE_SAS_TTL_HOURS", default_value_t = 168)]
     pub azure_sas_ttl_hours: u64,
     /// Local folder for images when Azure is not configured.
-    #[arg(
-        long,
-        env = "NANO_BANANA_OUTPUT_DIR",
-        default_value = "generated_imgs",
-        global = true
-    )]
+    #[arg(long, env = "NANO_BANANA_OUTPUT_DIR", default_value = "generated_imgs")]
     pub output_dir: PathBuf,
 
     // --- Memory and limits ---
     /// Image bytes per storage block (Azure Put Block size).
-    #[arg(long, env = "NANO_BANANA_BLOCK_SIZE", default_value = "2MiB", value_parser = size_arg, global = true)]
+    #[arg(long, env = "NANO_BANANA_BLOCK_SIZE", default_value = "2MiB", value_parser = size_arg)]
     pub block_size: u64,
     /// Block uploads in flight per request.
-    #[arg(
-        long,
-        env = "NANO_BANANA_BLOCKS_IN_FLIGHT",
-        default_value_t = 2,
-        global = true
-    )]
+    #[arg(long, env = "NANO_BANANA_BLOCKS_IN_FLIGHT", default_value_t = 2)]
     pub blocks_in_flight: usize,
     /// Largest image accepted from Gemini.
-    #[arg(long, env = "NANO_BANANA_MAX_IMAGE_BYTES", default_value = "100MiB", value_parser = size_arg, global = true)]
+    #[arg(long, env = "NANO_BANANA_MAX_IMAGE_BYTES", default_value = "100MiB", value_parser = size_arg)]
     pub max_image_bytes: u64,
     /// Largest prompt accepted.
-    #[arg(long, env = "NANO_BANANA_MAX_PROMPT_BYTES", default_value = "32KiB", value_parser = size_arg, global = true)]
+    #[arg(long, env = "NANO_BANANA_MAX_PROMPT_BYTES", default_value = "32KiB", value_parser = size_arg)]
     pub max_prompt_bytes: u64,
     /// Longest JSON-RPC line accepted on stdin.
-    #[arg(long, env = "NANO_BANANA_MAX_LINE_BYTES", default_value = "8MiB", value_parser = size_arg, global = true)]
+    #[arg(long, env = "NANO_BANANA_MAX_LINE_BYTES", default_value = "8MiB", value_parser = size_arg)]
     pub max_line_bytes: u64,
     /// Memory limit to plan for; default: the container's cgroup limit,
     /// else host RAM.
-    #[arg(long, env = "NANO_BANANA_MEMORY_LIMIT", value_parser = size_arg, global = true)]
+    #[arg(long, env = "NANO_BANANA_MEMORY_LIMIT", value_parser = size_arg)]
     pub memory_limit: Option<u64>,
     /// The old Node server's heap cap in MiB, accepted as a memory cap.
-    #[arg(long, env = "MAX_OLD_SPACE_SIZE", hide = true, global = true)]
+    #[arg(long, env = "MAX_OLD_SPACE_SIZE", hide = true)]
     pub max_old_space_size: Option<u64>,
     /// Share of (limit - baseline) that requests may reserve.
-    #[arg(
-        long,
-        env = "NANO_BANANA_MEMORY_FRACTION",
-        default_value_t = 0.75,
-        global = true
-    )]
+    #[arg(long, env = "NANO_BANANA_MEMORY_FRACTION", default_value_t = 0.75)]
     pub memory_fraction: f64,
     /// Requests allowed to wait for memory before new ones are refused.
-    #[arg(
-        long,
-        env = "NANO_BANANA_QUEUE_MAX",
-        default_value_t = 64,
-        global = true
-    )]
+    #[arg(long, env = "NANO_BANANA_QUEUE_MAX", default_value_t = 64)]
     pub queue_max: usize,
     /// Longest wait for memory before a "busy" error (seconds).
-    #[arg(
-        long,
-        env = "NANO_BANANA_QUEUE_TIMEOUT_SECS",
-        default_value_t = 30,
-        global = true
-    )]
+    #[arg(long, env = "NANO_BANANA_QUEUE_TIMEOUT_SECS", default_value_t = 30)]
     pub queue_timeout_secs: u64,
 
     /// Benchmark reference: process responses the old server's way (buffer,
     /// parse, decode, upload whole). Never use in production.
-    #[arg(long, env = "NANO_BANANA_NAIVE_REFERENCE", default_value_t = false, action = clap::ArgAction::Set, hide = true, global = true)]
+    #[arg(long, env = "NANO_BANANA_NAIVE_REFERENCE", default_value_t = false, action = clap::ArgAction::Set, hide = true)]
     pub naive_reference: bool,
 
     // --- Edit inputs ---
@@ -408,8 +367,7 @@ pub struct Config {
     #[arg(
         long = "allowed-dir",
         env = "NANO_BANANA_ALLOWED_DIRS",
-        value_delimiter = ',',
-        global = true
+        value_delimiter = ','
     )]
     pub allowed_dirs: Vec<PathBuf>,
     /// Hosts (`host` or `host:port`) whose URLs may be fetched even though
@@ -417,44 +375,48 @@ pub struct Config {
     #[arg(
         long = "allow-url-host",
         env = "NANO_BANANA_ALLOW_URL_HOSTS",
-        value_delimiter = ',',
-        global = true
+        value_delimiter = ','
     )]
     pub allow_url_hosts: Vec<String>,
     /// Largest input image (file, URL, blob or data: URI).
-    #[arg(long, env = "NANO_BANANA_MAX_INPUT_BYTES", default_value = "40MiB", value_parser = size_arg, global = true)]
+    #[arg(long, env = "NANO_BANANA_MAX_INPUT_BYTES", default_value = "40MiB", value_parser = size_arg)]
     pub max_input_bytes: u64,
     /// Largest total of all input images of one call (Gemini takes 100 MB
     /// of base64 inline).
-    #[arg(long, env = "NANO_BANANA_MAX_TOTAL_INPUT_BYTES", default_value = "70MiB", value_parser = size_arg, global = true)]
+    #[arg(long, env = "NANO_BANANA_MAX_TOTAL_INPUT_BYTES", default_value = "70MiB", value_parser = size_arg)]
     pub max_total_input_bytes: u64,
     /// Where downloaded inputs wait while they are sent (deleted after).
-    #[arg(long, env = "NANO_BANANA_TEMP_DIR", global = true)]
+    #[arg(long, env = "NANO_BANANA_TEMP_DIR")]
     pub temp_dir: Option<PathBuf>,
     /// Sessions whose last image is remembered for continue_editing.
-    #[arg(
-        long,
-        env = "NANO_BANANA_MAX_SESSIONS",
-        default_value_t = 10_000,
-        global = true
-    )]
+    #[arg(long, env = "NANO_BANANA_MAX_SESSIONS", default_value_t = 10_000)]
     pub max_sessions: usize,
     /// How long a session's last image is remembered (hours).
-    #[arg(
-        long,
-        env = "NANO_BANANA_SESSION_TTL_HOURS",
-        default_value_t = 24,
-        global = true
-    )]
+    #[arg(long, env = "NANO_BANANA_SESSION_TTL_HOURS", default_value_t = 24)]
     pub session_ttl_hours: u64,
 
     // --- Logging ---
     /// Log format on stderr: text or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
     /// Log filter (tracing-subscriber syntax), e.g. info or debug.
-    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+impl Command {
+    /// The configuration this subcommand runs with (`None` for those that
+    /// take none).
+    pub fn config(&self) -> Option<&Config> {
+        match self {
+            Command::Serve(c) => Some(&c.config),
+            Command::Generate(c) => Some(&c.config),
+            Command::Edit(c) => Some(&c.config),
+            Command::Demo(c) => Some(&c.config),
+            Command::Doctor(c) => Some(&c.config),
+            Command::Completions { .. } | Command::FakeGemini(_) => None,
+        }
+    }
 }
 
 impl Config {

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser as _;
+use clap::parser::ValueSource;
 use nano_banana_mcp::app::{App, StartError, Transport};
 use nano_banana_mcp::config::{Cli, Command, Config, ServeArgs};
 use nano_banana_mcp::mcp::Service;
@@ -67,13 +67,57 @@ async fn serve_command(cfg: &Config, args: &ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Parse the command line. Options belong after their subcommand; one put
+/// before it would be silently ignored, so it is refused instead.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let command = Cli::command().mut_subcommand("fake-gemini", |c| {
+        c.after_help(format!(
+            "Prompt directives (fake:NAME[=VALUE] anywhere in the prompt):\n  {}",
+            testkit::fake_gemini::DIRECTIVES
+        ))
+    });
+    let args: Vec<(String, String)> = command
+        .get_arguments()
+        .filter_map(|a| Some((a.get_id().to_string(), a.get_long()?.to_string())))
+        .collect();
+    let matches = command.get_matches();
+    if let Some((sub, _)) = matches.subcommand() {
+        let before: Vec<String> = args
+            .iter()
+            .filter(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
+            .map(|(_, long)| format!("--{long}"))
+            .collect();
+        if !before.is_empty() {
+            eprintln!(
+                "error: {} must come after the subcommand: nano-banana-mcp {sub} {} …",
+                before.join(", "),
+                before.join(" … ")
+            );
+            return Err(ExitCode::from(2));
+        }
+    }
+    Cli::from_arg_matches(&matches).map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(2)
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Err(e) = cli.config.validate() {
+    let cli = match parse() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let cfg = cli
+        .command
+        .as_ref()
+        .and_then(Command::config)
+        .unwrap_or(&cli.config);
+    if let Err(e) = cfg.validate() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    init_logging(&cli.config);
+    init_logging(cfg);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,16 +141,12 @@ fn main() -> ExitCode {
             .await
             .map_err(|e| Failure::Run(e.to_string())),
             None => serve_command(&cli.config, &cli.serve).await,
-            Some(Command::Generate(c)) => nano_banana_mcp::cli::generate(&cli.config, c)
+            Some(Command::Generate(c)) => nano_banana_mcp::cli::generate(c)
                 .await
                 .map_err(Failure::Run),
-            Some(Command::Edit(c)) => nano_banana_mcp::cli::edit(&cli.config, c)
-                .await
-                .map_err(Failure::Run),
-            Some(Command::Demo(c)) => nano_banana_mcp::cli::demo(&cli.config, c)
-                .await
-                .map_err(Failure::Run),
-            Some(Command::Doctor(c)) => match nano_banana_mcp::cli::doctor(&cli.config, c).await {
+            Some(Command::Edit(c)) => nano_banana_mcp::cli::edit(c).await.map_err(Failure::Run),
+            Some(Command::Demo(c)) => nano_banana_mcp::cli::demo(c).await.map_err(Failure::Run),
+            Some(Command::Doctor(c)) => match nano_banana_mcp::cli::doctor(c).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(Failure::Reported),
                 Err(e) => Err(Failure::Run(e)),
@@ -116,7 +156,7 @@ fn main() -> ExitCode {
                 clap_complete::generate(shell, &mut cmd, "nano-banana-mcp", &mut std::io::stdout());
                 Ok(())
             }
-            Some(Command::Serve(args)) => serve_command(&cli.config, &args).await,
+            Some(Command::Serve(c)) => serve_command(&c.config, &c.serve).await,
         }
     });
     match result {

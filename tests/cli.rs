@@ -200,3 +200,32 @@ fn help_and_completions() {
         "bad config is one clear error: {err}"
     );
 }
+
+#[test]
+fn each_subcommand_shows_its_own_options() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (code, out, _) = run(&["fake-gemini", "--help"], &[], dir.path());
+    assert_eq!(code, 0);
+    assert!(out.contains("fake:NAME") && out.contains("truncate"), "{out}");
+    for server_option in ["--azure-container", "--block-size", "--auth-token"] {
+        assert!(!out.contains(server_option), "fake-gemini shows {server_option}");
+    }
+    let (_, out, _) = run(&["generate", "--help"], &[], dir.path());
+    assert!(out.contains("--gemini-model") && !out.contains("--auth-token"));
+    // An option before its subcommand would be ignored: it is refused.
+    let (code, _, err) = run(&["--block-size", "1MiB", "generate", "x"], &[], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--block-size must come after the subcommand"), "{err}");
+}
+
+#[test]
+fn serve_is_the_default_command_and_bad_configuration_exits_2() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // `--http` without `serve` reaches the HTTP settings: no token, no start.
+    let (code, _, err) = run(&["--http", "127.0.0.1:9"], &[], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("needs a bearer token"), "{err}");
+    let (code, _, err) = run(&["serve", "--http", "127.0.0.1:9"], &[], dir.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("needs a bearer token"), "{err}");
+}
