@@ -188,6 +188,22 @@ fn sha256_file(p: &Path) -> Result<String, String> {
 
 /// The built-in fake Gemini in a child process, so the demo's memory
 /// figures are the server's alone.
+///
+/// The fake is its own program, installed next to this one by `cargo
+/// install` (the container image ships the server alone).
+fn fake_gemini_exe() -> Result<std::path::PathBuf, String> {
+    const NAME: &str = "nano-banana-fake-gemini";
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let sibling = exe.with_file_name(NAME);
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
+    Err(format!(
+        "demo needs {NAME} next to {} (cargo install --path . installs both; the container image ships the server alone)",
+        exe.display()
+    ))
+}
+
 struct FakeChild {
     child: tokio::process::Child,
     base: String,
@@ -199,9 +215,9 @@ impl FakeChild {
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let exe = fake_gemini_exe()?;
         let child = tokio::process::Command::new(exe)
-            .args(["fake-gemini", "--addr", &format!("127.0.0.1:{port}")])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
             .env("LOG_LEVEL", "warn")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

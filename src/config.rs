@@ -59,8 +59,6 @@ pub enum Command {
         after_help = "Example:\n  nano-banana-mcp completions bash > ~/.local/share/bash-completion/completions/nano-banana-mcp"
     )]
     Completions { shell: clap_complete::Shell },
-    /// Run the built-in fake Gemini server (for demos, benchmarks and tests).
-    FakeGemini(FakeGeminiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -240,19 +238,6 @@ impl ServeArgs {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct FakeGeminiArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8787", env = "FAKE_GEMINI_ADDR")]
-    pub addr: std::net::SocketAddr,
-    /// Delay before the first response byte, in milliseconds.
-    #[arg(long, default_value_t = 0, env = "FAKE_GEMINI_LATENCY_MS")]
-    pub latency_ms: u64,
-    /// Only this API key is accepted (others get API_KEY_INVALID).
-    #[arg(long, env = "FAKE_GEMINI_API_KEY")]
-    pub api_key: Option<Secret>,
-}
-
 fn size_arg(s: &str) -> Result<u64, String> {
     parse_size(s)
 }
@@ -414,7 +399,7 @@ impl Command {
             Command::Edit(c) => Some(&c.config),
             Command::Demo(c) => Some(&c.config),
             Command::Doctor(c) => Some(&c.config),
-            Command::Completions { .. } | Command::FakeGemini(_) => None,
+            Command::Completions { .. } => None,
         }
     }
 }

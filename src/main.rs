@@ -10,7 +10,7 @@ use clap::parser::ValueSource;
 use nano_banana_mcp::app::{App, StartError, Transport};
 use nano_banana_mcp::config::{Cli, Command, Config, ServeArgs};
 use nano_banana_mcp::mcp::Service;
-use nano_banana_mcp::{memory, testkit, transport};
+use nano_banana_mcp::{memory, transport};
 
 #[global_allocator]
 static GLOBAL: memory::alloc::Allocator = memory::alloc::ALLOCATOR;
@@ -71,12 +71,7 @@ async fn serve_command(cfg: &Config, args: &ServeArgs) -> Result<(), Failure> {
 /// before it would be silently ignored, so it is refused instead.
 fn parse() -> Result<Cli, ExitCode> {
     use clap::{CommandFactory as _, FromArgMatches as _};
-    let command = Cli::command().mut_subcommand("fake-gemini", |c| {
-        c.after_help(format!(
-            "Prompt directives (fake:NAME[=VALUE] anywhere in the prompt):\n  {}",
-            testkit::fake_gemini::DIRECTIVES
-        ))
-    });
+    let command = Cli::command();
     let args: Vec<(String, String)> = command
         .get_arguments()
         .filter_map(|a| Some((a.get_id().to_string(), a.get_long()?.to_string())))
@@ -130,16 +125,6 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Some(Command::FakeGemini(args)) => testkit::fake_gemini::serve_forever(
-                args.addr,
-                testkit::fake_gemini::FakeConfig {
-                    api_key: args.api_key.map(|k| k.expose().to_string()),
-                    latency: std::time::Duration::from_millis(args.latency_ms),
-                    ..testkit::fake_gemini::FakeConfig::default()
-                },
-            )
-            .await
-            .map_err(|e| Failure::Run(e.to_string())),
             None => serve_command(&cli.config, &cli.serve).await,
             Some(Command::Generate(c)) => nano_banana_mcp::cli::generate(c)
                 .await

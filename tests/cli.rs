@@ -204,18 +204,31 @@ fn help_and_completions() {
 #[test]
 fn each_subcommand_shows_its_own_options() {
     let dir = tempfile::tempdir().expect("tmp");
-    let (code, out, _) = run(&["fake-gemini", "--help"], &[], dir.path());
-    assert_eq!(code, 0);
-    assert!(out.contains("fake:NAME") && out.contains("truncate"), "{out}");
+    let fake = std::process::Command::new(env!("CARGO_BIN_EXE_nano-banana-fake-gemini"))
+        .arg("--help")
+        .output()
+        .expect("fake --help");
+    let out = String::from_utf8_lossy(&fake.stdout);
+    assert!(fake.status.success());
+    assert!(
+        out.contains("fake:NAME") && out.contains("truncate"),
+        "{out}"
+    );
     for server_option in ["--azure-container", "--block-size", "--auth-token"] {
-        assert!(!out.contains(server_option), "fake-gemini shows {server_option}");
+        assert!(
+            !out.contains(server_option),
+            "the fake shows {server_option}"
+        );
     }
     let (_, out, _) = run(&["generate", "--help"], &[], dir.path());
     assert!(out.contains("--gemini-model") && !out.contains("--auth-token"));
     // An option before its subcommand would be ignored: it is refused.
     let (code, _, err) = run(&["--block-size", "1MiB", "generate", "x"], &[], dir.path());
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--block-size must come after the subcommand"), "{err}");
+    assert!(
+        err.contains("--block-size must come after the subcommand"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -228,4 +241,27 @@ fn serve_is_the_default_command_and_bad_configuration_exits_2() {
     let (code, _, err) = run(&["serve", "--http", "127.0.0.1:9"], &[], dir.path());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("needs a bearer token"), "{err}");
+}
+
+#[test]
+fn the_server_binary_carries_no_fake_gemini() {
+    // Directive names that only the fake's code contains.
+    let server = std::fs::read(bin()).expect("server binary");
+    let fake = std::fs::read(env!("CARGO_BIN_EXE_nano-banana-fake-gemini")).expect("fake binary");
+    for marker in [&b"truncate-after-image"[..], b"midstream-error"] {
+        let has = |hay: &[u8]| hay.windows(marker.len()).any(|w| w == marker);
+        assert!(
+            has(&fake),
+            "the fake knows {:?}",
+            String::from_utf8_lossy(marker)
+        );
+        assert!(
+            !has(&server),
+            "the server binary contains the fake's {:?}",
+            String::from_utf8_lossy(marker)
+        );
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (code, _, err) = run(&["fake-gemini", "--help"], &[], dir.path());
+    assert_eq!(code, 2, "fake-gemini is not a server subcommand: {err}");
 }

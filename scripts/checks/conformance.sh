@@ -29,6 +29,7 @@ SUITE=(node "$NPM_TOOLS/node_modules/@modelcontextprotocol/conformance/dist/inde
 EXPECTED=${CONFORMANCE_EXPECTED_FAILURES:-$ROOT/scripts/checks/conformance-expected-failures.txt}
 
 SRC_BIN=${NANO_BANANA_BIN:-$ROOT/target/release/nano-banana-mcp}
+FAKE_BIN=${NANO_BANANA_FAKE_BIN:-$ROOT/target/release/nano-banana-fake-gemini}
 [ -x "$SRC_BIN" ] || { echo "conformance: no server binary at $SRC_BIN (cargo build --release first)" >&2; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/nb-conformance.XXXXXX")
@@ -55,7 +56,7 @@ trap 'exit 130' INT TERM
 
 KEY="fake-key-$RANDOM$RANDOM"
 GPORT=$(free_port)
-"$BIN" fake-gemini --addr "127.0.0.1:$GPORT" --api-key "$KEY" >"$WORK/fake-gemini.log" 2>&1 &
+"$FAKE_BIN" --addr "127.0.0.1:$GPORT" --api-key "$KEY" >"$WORK/fake-gemini.log" 2>&1 &
 PIDS+=($!)
 wait_tcp "$GPORT" "${PIDS[-1]}"
 

@@ -51,6 +51,7 @@ if ! command -v podman >/dev/null 2>&1; then
 fi
 
 SRC_BIN=$ROOT/target/release/nano-banana-mcp
+FAKE_BIN=$ROOT/target/release/nano-banana-fake-gemini
 [ -x "$SRC_BIN" ] || die "no $SRC_BIN: build it first (cargo build --release)"
 command -v curl >/dev/null || die "curl not found"
 command -v python3 >/dev/null || die "python3 not found"
@@ -106,7 +107,7 @@ cfg=$("${PODMAN[@]}" image inspect -f '{{.Config.User}}|{{json .Config.Entrypoin
 # Fake Gemini on the host's loopback, with a key the server must send.
 GKEY="smoke-key-$RANDOM$RANDOM"
 GPORT=$(free_port)
-"$BIN" fake-gemini --addr "127.0.0.1:$GPORT" --api-key "$GKEY" >"$W/fake-gemini.log" 2>&1 &
+"$FAKE_BIN" --addr "127.0.0.1:$GPORT" --api-key "$GKEY" >"$W/fake-gemini.log" 2>&1 &
 FAKE_PID=$!
 wait_tcp "$GPORT" || { cat "$W/fake-gemini.log" >&2; die "fake Gemini did not start"; }
 kill -0 "$FAKE_PID" 2>/dev/null || { cat "$W/fake-gemini.log" >&2; die "fake Gemini exited (port taken?)"; }

@@ -19,6 +19,7 @@ ROOT=$PWD
 ensure_npm_tools "$ROOT"
 
 SRC_BIN=${NANO_BANANA_BIN:-$ROOT/target/release/nano-banana-mcp}
+FAKE_BIN=${NANO_BANANA_FAKE_BIN:-$ROOT/target/release/nano-banana-fake-gemini}
 [ -x "$SRC_BIN" ] || { echo "inspector: no server binary at $SRC_BIN (cargo build --release first)" >&2; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/nb-inspector.XXXXXX")
@@ -104,7 +105,7 @@ assert any(c.get('type') == 'resource_link' for c in r['content']), 'no resource
 
 KEY="fake-key-$RANDOM$RANDOM"
 GPORT=$(free_port)
-"$BIN" fake-gemini --addr "127.0.0.1:$GPORT" --api-key "$KEY" >"$WORK/fake-gemini.log" 2>&1 &
+"$FAKE_BIN" --addr "127.0.0.1:$GPORT" --api-key "$KEY" >"$WORK/fake-gemini.log" 2>&1 &
 PIDS+=($!)
 wait_tcp "$GPORT" "${PIDS[-1]}"
 export GEMINI_API_KEY="$KEY" GEMINI_BASE_URL="http://127.0.0.1:$GPORT"

@@ -13,6 +13,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, "target", "release", "nano-banana-mcp")
+FAKE_BIN = os.path.join(ROOT, "target", "release", "nano-banana-fake-gemini")
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 TEST_KEY = "AIzaSCRIPT-key-0123456789"
 
@@ -60,7 +61,7 @@ class Proc:
 class FakeGemini(Proc):
     def __init__(self, latency_ms=0):
         self.port = free_port()
-        super().__init__([BIN, "fake-gemini", "--addr", f"127.0.0.1:{self.port}",
+        super().__init__([FAKE_BIN, "--addr", f"127.0.0.1:{self.port}",
                           "--latency-ms", str(latency_ms), "--api-key", TEST_KEY],
                          env=dict(os.environ, LOG_LEVEL="warn"))
         wait_port(self.port)
