@@ -27,7 +27,8 @@ struct Args {
     api_key: Option<String>,
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     use clap::{CommandFactory as _, FromArgMatches as _};
     let command = Args::command().after_help(format!(
         "Prompt directives (fake:NAME[=VALUE] anywhere in the prompt):\n  {}",
@@ -47,22 +48,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let cfg = FakeConfig {
         api_key: args.api_key.filter(|k| !k.is_empty()),
         latency: std::time::Duration::from_millis(args.latency_ms),
         ..FakeConfig::default()
     };
-    match runtime.block_on(fake_gemini::serve_forever(args.addr, cfg)) {
+    match fake_gemini::serve_forever(args.addr, cfg).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -213,31 +213,26 @@ mod tests {
             block_reason: Some("PROHIBITED_CONTENT".into()),
             ..Summary::default()
         };
-        assert!(
-            explain_no_image(&blocked)
-                .to_string()
-                .contains("blocked the prompt (PROHIBITED_CONTENT)")
-        );
         let safety = Summary {
             finish_reason: Some("IMAGE_SAFETY".into()),
             finish_message: Some("filtered out. You will not be charged".into()),
             ..Summary::default()
         };
-        assert!(
-            explain_no_image(&safety)
-                .to_string()
-                .contains("You will not be charged")
-        );
         let text = Summary {
             finish_reason: Some("STOP".into()),
             text: "I can't draw that".into(),
             ..Summary::default()
         };
-        assert!(
-            explain_no_image(&text)
-                .to_string()
-                .contains("I can't draw that")
-        );
+        for (summary, says) in [
+            (&blocked, "blocked the prompt (PROHIBITED_CONTENT)"),
+            (&safety, "You will not be charged"),
+            (&text, "I can't draw that"),
+        ] {
+            assert!(
+                explain_no_image(summary).to_string().contains(says),
+                "{says}"
+            );
+        }
         assert!(matches!(
             explain_no_image(&Summary::default()),
             PipelineError::Extract(ExtractError::Truncated(_))
