@@ -264,13 +264,13 @@ pub async fn demo(cmd: DemoCmd) -> Result<(), String> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "nano-banana-mcp demo — uses a LOCAL FAKE Gemini (no key, no network); images are synthetic test patterns.\n"
+            "nano-banana-mcp demo — uses a LOCAL FAKE Gemini (no key, no network); it draws simple pictures from the prompt's words and applies the edit's colour to them.\n"
         );
     }
     let size = cmd.size;
     let req = request(
         &app,
-        format!("a banana riding a rocket fake:size={size} fake:text"),
+        format!("a banana riding a rocket at night fake:picture fake:size={size} fake:text"),
         &OutputArgs::default(),
     )?;
     let gen_img = run(&app, Job::generate(req)).await?;
@@ -283,7 +283,7 @@ pub async fn demo(cmd: DemoCmd) -> Result<(), String> {
         &app,
         EditCmd {
             image: gen_path.clone(),
-            prompt: format!("make it pink fake:size={}", size / 2),
+            prompt: format!("make it pink fake:picture fake:size={}", size / 2),
             refs: vec![],
             output: OutputArgs::default(),
             config: c.clone(),

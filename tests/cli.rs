@@ -52,6 +52,30 @@ fn demo_works_offline_and_names_real_files() {
         checked += 1;
     }
     assert_eq!(checked, 2, "{out}");
+    // Pictures a person recognises, not noise: few colours, and the edit
+    // ("make it pink") visibly redder than the image it started from.
+    let mut means = Vec::new();
+    for prefix in ["generated", "edited"] {
+        let file = std::fs::read_dir(dir.path().join("generated_imgs/demo"))
+            .expect("demo folder")
+            .map(|e| e.expect("entry").path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .expect("demo image");
+        let png = std::fs::read(&file).expect("read");
+        let (_, _, px) = nano_banana_mcp::testkit::images::read_back(&png).expect("a picture");
+        let colours: std::collections::HashSet<[u8; 3]> = px.iter().copied().collect();
+        assert!(colours.len() < 64, "{prefix}: {} colours", colours.len());
+        let n = px.len() as f64;
+        means.push([0, 1, 2].map(|i| px.iter().map(|p| f64::from(p[i])).sum::<f64>() / n));
+    }
+    assert!(
+        means[1][0] > means[0][0] + 40.0,
+        "the edit shows: {means:?}"
+    );
+
     assert!(!out.contains("DOES NOT match") && !out.contains("MISMATCH"));
 }
 

@@ -269,6 +269,24 @@ fn png(approx: usize, rng: &mut Rng) -> (Vec<u8>, u32, u32) {
         // filter byte 0 (None) stays zero
         rng.fill(&mut r[1..]);
     }
+    let out = png_from_rows(w, h, &raw, pad, |n| {
+        let mut filler = Vec::with_capacity(n);
+        rng.push(&mut filler, n);
+        filler
+    });
+    (out, w as u32, h as u32)
+}
+
+/// A PNG of `h` raw rows (filter byte + RGB each) in stored deflate blocks,
+/// `pad` bytes longer (0, or at least the 12 of a chunk's framing) by a
+/// private ancillary "faKe" chunk holding `filler(pad - 12)`.
+fn png_from_rows(
+    w: usize,
+    h: usize,
+    raw: &[u8],
+    pad: usize,
+    filler: impl FnOnce(usize) -> Vec<u8>,
+) -> Vec<u8> {
     let mut zlib = Vec::with_capacity(raw.len() + raw.len() / STORED_MAX * 5 + 16);
     // CMF 0x78 (deflate, 32K window), FLG 0x01 makes CMF*256+FLG divisible by 31.
     zlib.extend_from_slice(&[0x78, 0x01]);
@@ -281,8 +299,7 @@ fn png(approx: usize, rng: &mut Rng) -> (Vec<u8>, u32, u32) {
         zlib.extend_from_slice(&(!len).to_le_bytes());
         zlib.extend_from_slice(block);
     }
-    zlib.extend_from_slice(&adler32(&raw).to_be_bytes());
-    drop(raw);
+    zlib.extend_from_slice(&adler32(raw).to_be_bytes());
 
     let mut out = Vec::with_capacity(png_len(w, h) + pad);
     out.extend_from_slice(PNG_SIG);
@@ -292,16 +309,14 @@ fn png(approx: usize, rng: &mut Rng) -> (Vec<u8>, u32, u32) {
     // bit depth 8, colour type 2 (RGB), deflate, adaptive filtering, no interlace
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     png_chunk(&mut out, b"IHDR", &ihdr);
-    if pad > 0 {
-        let mut filler = Vec::with_capacity(pad - 12);
-        rng.push(&mut filler, pad - 12);
-        png_chunk(&mut out, b"faKe", &filler);
+    if pad >= 12 {
+        png_chunk(&mut out, b"faKe", &filler(pad - 12));
     }
     for part in zlib.chunks(IDAT_MAX) {
         png_chunk(&mut out, b"IDAT", part);
     }
     png_chunk(&mut out, b"IEND", &[]);
-    (out, w as u32, h as u32)
+    out
 }
 
 fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
@@ -602,12 +617,434 @@ fn gif(approx: usize, rng: &mut Rng) -> (Vec<u8>, u32, u32) {
     (out, w as u32, h as u32)
 }
 
+// ---------------------------------------------------------------------------
+// Pictures
+
+/// Canvas sizes tried, largest first, until the picture fits the size asked
+/// for; the rest of the bytes go into a zero-filled ancillary chunk.
+const PICTURE_SIZES: [(usize, usize); 5] = [(384, 256), (192, 128), (96, 64), (48, 32), (24, 16)];
+
+/// A picture a person recognises, drawn from the words of `prompt`, of
+/// exactly `approx_bytes` (where a PNG that small can hold one; below that,
+/// the noise image of [`synth`]). With `input` (the PNG being edited, as
+/// this module wrote it), the edit the prompt names is applied to it
+/// instead: a colour word tints it, "dark"/"night" darkens, "bright"
+/// lightens, "gray"/"mono" desaturates, "flip"/"mirror" mirrors, and
+/// anything else inverts it, so the change is always visible.
+pub fn picture_base64(prompt: &str, input: Option<&[u8]>, approx_bytes: usize) -> (Synth, Bytes) {
+    let key = {
+        let mut h = Sha256::new();
+        h.update(prompt.as_bytes());
+        h.update([0]);
+        if let Some(i) = input {
+            h.update(Sha256::digest(i));
+        }
+        h.update((approx_bytes as u64).to_le_bytes());
+        let d = h.finalize();
+        u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    };
+    static PICTURES: Mutex<Vec<(u64, Synth, Bytes)>> = Mutex::new(Vec::new());
+    if let Some((_, s, b)) = PICTURES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(k, _, _)| *k == key)
+    {
+        return (s.clone(), b.clone());
+    }
+    let Some((bytes, width, height)) = picture_png(prompt, input, approx_bytes) else {
+        return synth_base64(Format::Png, approx_bytes, key);
+    };
+    let synth = Synth {
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        bytes: Bytes::from(bytes),
+        width,
+        height,
+        mime: Format::Png.mime(),
+    };
+    let b64 = Bytes::from(base64::engine::general_purpose::STANDARD.encode(&synth.bytes));
+    let mut cache = PICTURES.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= CACHE_ENTRIES {
+        cache.remove(0);
+    }
+    cache.push((key, synth.clone(), b64.clone()));
+    (synth, b64)
+}
+
+fn picture_png(prompt: &str, input: Option<&[u8]>, approx: usize) -> Option<(Vec<u8>, u32, u32)> {
+    let edited = input.and_then(decode_own_png).map(|mut c| {
+        edit_canvas(&mut c, prompt);
+        c
+    });
+    let fits = |w: usize, h: usize| png_len(w, h) + 12 <= approx || png_len(w, h) == approx;
+    let canvas = match edited {
+        Some(c) if fits(c.w, c.h) => c,
+        Some(c) => {
+            let &(w, h) = PICTURE_SIZES.iter().find(|&&(w, h)| fits(w, h))?;
+            c.resized(w, h)
+        }
+        None => {
+            let &(w, h) = PICTURE_SIZES.iter().find(|&&(w, h)| fits(w, h))?;
+            draw(prompt, w, h)
+        }
+    };
+    let pad = approx - png_len(canvas.w, canvas.h);
+    let png = png_from_rows(canvas.w, canvas.h, &canvas.raw_rows(), pad, |n| vec![0; n]);
+    Some((png, canvas.w as u32, canvas.h as u32))
+}
+
+/// An RGB canvas, row-major.
+struct Canvas {
+    w: usize,
+    h: usize,
+    px: Vec<[u8; 3]>,
+}
+
+impl Canvas {
+    fn new(w: usize, h: usize, fill: [u8; 3]) -> Self {
+        Self {
+            w,
+            h,
+            px: vec![fill; w * h],
+        }
+    }
+
+    fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
+        if x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h {
+            self.px[y as usize * self.w + x as usize] = c;
+        }
+    }
+
+    /// Fill every pixel whose centre, in units of the canvas height, `inside`
+    /// accepts (so shapes keep their proportions on every canvas size).
+    fn shape(&mut self, c: [u8; 3], inside: impl Fn(f64, f64) -> bool) {
+        let s = self.h as f64;
+        for y in 0..self.h {
+            for x in 0..self.w {
+                if inside((x as f64 + 0.5) / s, (y as f64 + 0.5) / s) {
+                    self.px[y * self.w + x] = c;
+                }
+            }
+        }
+    }
+
+    fn raw_rows(&self) -> Vec<u8> {
+        let mut raw = Vec::with_capacity(self.h * (1 + 3 * self.w));
+        for row in self.px.chunks(self.w) {
+            raw.push(0);
+            for p in row {
+                raw.extend_from_slice(p);
+            }
+        }
+        raw
+    }
+
+    fn resized(&self, w: usize, h: usize) -> Canvas {
+        let mut out = Canvas::new(w, h, [0; 3]);
+        for y in 0..h {
+            for x in 0..w {
+                out.px[y * w + x] = self.px[(y * self.h / h) * self.w + x * self.w / w];
+            }
+        }
+        out
+    }
+}
+
+fn has(prompt: &str, words: &[&str]) -> bool {
+    let p = prompt.to_ascii_lowercase();
+    words.iter().any(|w| p.contains(w))
+}
+
+fn circle(cx: f64, cy: f64, r: f64) -> impl Fn(f64, f64) -> bool {
+    move |x, y| (x - cx).powi(2) + (y - cy).powi(2) <= r * r
+}
+
+/// A scene from the prompt's words: sky and ground, then whatever of a sun,
+/// moon, sea, tree, house, rocket, banana, cat or fox it names; a prompt
+/// naming none gets shapes in colours taken from its own hash.
+fn draw(prompt: &str, w: usize, h: usize) -> Canvas {
+    let night = has(prompt, &["night", "moon", "space", "star", "rocket"]);
+    let sky = if night { [18, 22, 60] } else { [120, 180, 240] };
+    let mut c = Canvas::new(w, h, sky);
+    let aspect = w as f64 / h as f64;
+    if night {
+        let mut seed = 0x5eed_u64;
+        for _ in 0..(w * h / 300).max(3) {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            c.set(
+                ((seed >> 33) % w as u64) as i64,
+                ((seed >> 13) % (h as u64 * 2 / 3)) as i64,
+                [255, 255, 230],
+            );
+        }
+    }
+    if has(prompt, &["sea", "ocean", "water", "beach", "lake"]) {
+        c.shape([30, 90, 170], |_, y| y > 0.7);
+    } else {
+        c.shape([70, 150, 60], |_, y| y > 0.8);
+    }
+    if has(prompt, &["sun", "day", "summer"]) || !night {
+        c.shape([255, 215, 40], circle(aspect - 0.2, 0.2, 0.11));
+    }
+    if has(prompt, &["moon"]) {
+        let (outer, inner) = (
+            circle(aspect - 0.25, 0.22, 0.12),
+            circle(aspect - 0.2, 0.19, 0.11),
+        );
+        c.shape([240, 240, 220], move |x, y| outer(x, y) && !inner(x, y));
+    }
+    let mut named = false;
+    if has(prompt, &["tree", "forest"]) {
+        named = true;
+        c.shape([110, 70, 30], |x, y| {
+            (0.17..0.23).contains(&x) && (0.55..0.82).contains(&y)
+        });
+        c.shape([40, 130, 50], circle(0.2, 0.47, 0.13));
+    }
+    if has(prompt, &["house", "city", "home", "building"]) {
+        named = true;
+        let x0 = aspect * 0.35;
+        c.shape([200, 80, 60], move |x, y| {
+            (x0..x0 + 0.3).contains(&x) && (0.5..0.82).contains(&y)
+        });
+        c.shape([120, 40, 40], move |x, y| {
+            y < 0.5 && y > 0.32 && (x - (x0 + 0.15)).abs() < (y - 0.32) * 0.9
+        });
+        c.shape([250, 240, 150], move |x, y| {
+            (x0 + 0.05..x0 + 0.11).contains(&x) && (0.58..0.66).contains(&y)
+        });
+    }
+    if has(prompt, &["rocket", "spaceship"]) {
+        named = true;
+        let cx = aspect * 0.5;
+        c.shape([210, 210, 220], move |x, y| {
+            (x - cx).abs() < 0.06 && (0.25..0.65).contains(&y)
+        });
+        c.shape([220, 40, 40], move |x, y| {
+            (0.12..0.25).contains(&y) && (x - cx).abs() < (y - 0.12) * 0.46
+        });
+        c.shape([255, 140, 0], move |x, y| {
+            (0.65..0.8).contains(&y) && (x - cx).abs() < (0.8 - y) * 0.4
+        });
+        c.shape([60, 140, 220], circle(cx, 0.38, 0.03));
+    }
+    if has(prompt, &["banana"]) {
+        named = true;
+        let cx = aspect * 0.5;
+        let (outer, inner) = (circle(cx, 0.3, 0.3), circle(cx, 0.2, 0.3));
+        c.shape([250, 220, 50], move |x, y| {
+            outer(x, y) && !inner(x, y) && y > 0.38
+        });
+        c.shape([90, 60, 20], circle(cx - 0.27, 0.43, 0.02));
+        c.shape([90, 60, 20], circle(cx + 0.27, 0.43, 0.02));
+    }
+    if has(prompt, &["cat", "fox", "dog"]) {
+        named = true;
+        let fur = if has(prompt, &["fox"]) {
+            [230, 120, 30]
+        } else if has(prompt, &["dog"]) {
+            [150, 100, 60]
+        } else {
+            [120, 120, 120]
+        };
+        let cx = aspect * 0.75;
+        let head = circle(cx, 0.58, 0.14);
+        c.shape(fur, head);
+        c.shape(fur, move |x, y| {
+            (0.36..0.5).contains(&y)
+                && ((x - (cx - 0.08)).abs() < (y - 0.36) * 0.5
+                    || (x - (cx + 0.08)).abs() < (y - 0.36) * 0.5)
+        });
+        c.shape([20, 20, 20], circle(cx - 0.05, 0.55, 0.018));
+        c.shape([20, 20, 20], circle(cx + 0.05, 0.55, 0.018));
+    }
+    if !named {
+        let d = Sha256::digest(prompt.as_bytes());
+        for i in 0..3 {
+            let color = [d[i * 3], d[i * 3 + 1], d[i * 3 + 2]];
+            let cx = aspect * (0.25 + 0.25 * i as f64);
+            let r = 0.08 + f64::from(d[10 + i]) / 255.0 * 0.08;
+            if d[20 + i] % 2 == 0 {
+                c.shape(color, circle(cx, 0.55, r));
+            } else {
+                c.shape(color, move |x, y| {
+                    (x - cx).abs() < r && (y - 0.55).abs() < r
+                });
+            }
+        }
+    }
+    c
+}
+
+/// The edit the prompt names, applied to every pixel.
+fn edit_canvas(c: &mut Canvas, prompt: &str) {
+    const COLOURS: [(&str, [u8; 3]); 8] = [
+        ("pink", [255, 105, 180]),
+        ("red", [220, 30, 30]),
+        ("blue", [30, 80, 230]),
+        ("green", [30, 180, 60]),
+        ("purple", [140, 50, 200]),
+        ("orange", [255, 140, 0]),
+        ("gold", [240, 190, 40]),
+        ("yellow", [250, 230, 40]),
+    ];
+    let blend = |p: [u8; 3], t: [u8; 3], k: f64| {
+        [0, 1, 2].map(|i| (f64::from(p[i]) * (1.0 - k) + f64::from(t[i]) * k) as u8)
+    };
+    let tint = COLOURS
+        .iter()
+        .find(|(w, _)| has(prompt, &[w]))
+        .map(|(_, t)| *t);
+    if has(prompt, &["flip", "mirror"]) {
+        for row in c.px.chunks_mut(c.w) {
+            row.reverse();
+        }
+    } else if let Some(t) = tint {
+        c.px.iter_mut().for_each(|p| *p = blend(*p, t, 0.5));
+    } else if has(prompt, &["dark", "night"]) {
+        c.px.iter_mut()
+            .for_each(|p| *p = blend(*p, [0, 0, 0], 0.55));
+    } else if has(prompt, &["bright", "light"]) {
+        c.px.iter_mut()
+            .for_each(|p| *p = blend(*p, [255, 255, 255], 0.45));
+    } else if has(prompt, &["gray", "grey", "mono", "black and white"]) {
+        c.px.iter_mut().for_each(|p| {
+            let l = ((u32::from(p[0]) * 3 + u32::from(p[1]) * 6 + u32::from(p[2])) / 10) as u8;
+            *p = [l; 3];
+        });
+    } else {
+        c.px.iter_mut().for_each(|p| *p = p.map(|v| 255 - v));
+    }
+}
+
+/// The pixels of a PNG this module wrote (width, height, RGB row-major),
+/// for tests that check what a picture shows.
+pub fn read_back(png: &[u8]) -> Option<(usize, usize, Vec<[u8; 3]>)> {
+    decode_own_png(png).map(|c| (c.w, c.h, c.px))
+}
+
+/// Reads back a PNG this module wrote (8-bit RGB, filter 0, stored deflate
+/// blocks); `None` for anything else.
+fn decode_own_png(png: &[u8]) -> Option<Canvas> {
+    let mut at = PNG_SIG.len();
+    if png.get(..at)? != PNG_SIG {
+        return None;
+    }
+    let (mut w, mut h, mut zlib) = (0usize, 0usize, Vec::new());
+    while at + 12 <= png.len() {
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().ok()?) as usize;
+        let kind = &png[at + 4..at + 8];
+        let data = png.get(at + 8..at + 8 + len)?;
+        match kind {
+            b"IHDR" => {
+                if data.get(8..10)? != [8, 2] {
+                    return None;
+                }
+                w = u32::from_be_bytes(data[0..4].try_into().ok()?) as usize;
+                h = u32::from_be_bytes(data[4..8].try_into().ok()?) as usize;
+            }
+            b"IDAT" => zlib.extend_from_slice(data),
+            b"IEND" => break,
+            _ => {}
+        }
+        at += 12 + len;
+    }
+    if w == 0 || h == 0 || w * h > 1 << 22 {
+        return None;
+    }
+    let mut raw = Vec::with_capacity(h * (1 + 3 * w));
+    let mut i = 2;
+    loop {
+        let header = *zlib.get(i)?;
+        if header & 0b110 != 0 {
+            return None; // not a stored block
+        }
+        let len = u16::from_le_bytes(zlib.get(i + 1..i + 3)?.try_into().ok()?) as usize;
+        raw.extend_from_slice(zlib.get(i + 5..i + 5 + len)?);
+        i += 5 + len;
+        if header & 1 == 1 {
+            break;
+        }
+    }
+    let row = 1 + 3 * w;
+    if raw.len() < h * row {
+        return None;
+    }
+    let mut c = Canvas::new(w, h, [0; 3]);
+    for (y, r) in raw.chunks(row).take(h).enumerate() {
+        if r[0] != 0 {
+            return None;
+        }
+        for x in 0..w {
+            c.px[y * w + x] = [r[1 + 3 * x], r[2 + 3 * x], r[3 + 3 * x]];
+        }
+    }
+    Some(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn be32(b: &[u8], at: usize) -> u32 {
         u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    }
+
+    fn mean(c: &Canvas) -> [f64; 3] {
+        let n = c.px.len() as f64;
+        [0, 1, 2].map(|i| c.px.iter().map(|p| f64::from(p[i])).sum::<f64>() / n)
+    }
+
+    #[test]
+    fn pictures_are_drawn_from_the_prompt_and_edits_show() {
+        let size = 300_000;
+        let (banana, b64) = picture_base64("a banana riding a rocket at night", None, size);
+        assert_eq!(banana.bytes.len(), size, "padded to the exact size");
+        assert_eq!(check_png(&banana.bytes), (banana.width, banana.height));
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(&b64)
+                .expect("b64"),
+            banana.bytes
+        );
+        let canvas = decode_own_png(&banana.bytes).expect("our own PNG reads back");
+        // Night sky, a yellow banana: the picture is not noise.
+        let yellow = canvas.px.iter().filter(|p| **p == [250, 220, 50]).count();
+        assert!(yellow > canvas.px.len() / 50, "{yellow} banana pixels");
+        assert!(mean(&canvas)[2] > mean(&canvas)[0], "a dark blue sky");
+        // Another prompt, another picture; the same prompt, the same bytes.
+        let (cat, _) = picture_base64("a cat in the sun", None, size);
+        assert_ne!(cat.sha256, banana.sha256);
+        assert_eq!(
+            picture_base64("a cat in the sun", None, size).0.sha256,
+            cat.sha256
+        );
+
+        let (pink, _) = picture_base64("make it pink", Some(&banana.bytes), size);
+        assert_eq!(pink.bytes.len(), size);
+        let edited = decode_own_png(&pink.bytes).expect("edit reads back");
+        assert_eq!(
+            (edited.w, edited.h),
+            (canvas.w, canvas.h),
+            "the edit keeps the picture"
+        );
+        // Asked for fewer bytes than the picture needs, the edit is scaled.
+        let (small, _) = picture_base64("make it pink", Some(&banana.bytes), size / 2);
+        assert_eq!(small.bytes.len(), size / 2);
+        assert_eq!(
+            (small.width * 2, small.height * 2),
+            (banana.width, banana.height)
+        );
+        let (before, after) = (mean(&canvas), mean(&edited));
+        assert!(
+            after[0] > before[0] + 40.0,
+            "redder: {before:?} -> {after:?}"
+        );
+        // A size too small for any picture falls back to a valid noise PNG.
+        let (tiny, _) = picture_base64("a banana", None, 300);
+        assert_eq!(check_png(&tiny.bytes), (tiny.width, tiny.height));
     }
 
     /// Walks the PNG, checks every CRC, inflates the stored blocks and checks

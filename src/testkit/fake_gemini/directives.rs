@@ -15,6 +15,8 @@ pub(super) struct Directives {
     pub(super) sig: bool,
     pub(super) thoughts: usize,
     pub(super) thought_after: bool,
+    /// Draw a picture from the prompt (PNG) instead of incompressible noise.
+    pub(super) picture: bool,
     pub(super) text: bool,
     pub(super) bigtext: Option<usize>,
     pub(super) echo_sha: bool,
@@ -47,6 +49,7 @@ impl Default for Directives {
             sig: false,
             thoughts: 0,
             thought_after: false,
+            picture: false,
             text: false,
             bigtext: None,
             echo_sha: false,
@@ -125,6 +128,9 @@ impl Directives {
                         None => 1,
                         Some(v) => v.parse().ok().filter(|n| *n <= 8).ok_or_else(|| bad(v))?,
                     };
+                }
+                "picture" => {
+                    d.picture = true;
                 }
                 "thought-after" => {
                     d.thought_after = true;

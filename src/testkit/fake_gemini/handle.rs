@@ -155,7 +155,7 @@ pub(super) async fn handle(
             return error_reply(400, &format!("fake-gemini: {msg}"), Vec::new());
         }
     };
-    let mut reply = respond(st, rec, &d, mode).await;
+    let mut reply = respond(st, rec, &d, mode, parsed.edit_input.as_deref()).await;
     reply.latency = d.latency;
     reply
 }
@@ -231,6 +231,8 @@ pub(super) struct Parsed {
     pub(super) generation_config: Option<Value>,
     pub(super) inputs: Vec<RecordedInput>,
     pub(super) thought_signatures: Vec<String>,
+    /// The first image of the last user turn: what `fake:picture` edits.
+    pub(super) edit_input: Option<Vec<u8>>,
 }
 
 pub(super) fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
@@ -254,6 +256,7 @@ pub(super) fn parse_request(body: &[u8]) -> Result<Parsed, String> {
     let mut text = Vec::new();
     let mut inputs = Vec::new();
     let mut thought_signatures = Vec::new();
+    let mut edit_input = None;
     for (ci, content) in contents.iter().enumerate() {
         let role = content
             .get("role")
@@ -297,6 +300,9 @@ pub(super) fn parse_request(body: &[u8]) -> Result<Parsed, String> {
                     bytes: bytes.len(),
                     sha256: hex::encode(Sha256::digest(&bytes)),
                 });
+                if ci == last_user && edit_input.is_none() {
+                    edit_input = Some(bytes);
+                }
             }
         }
     }
@@ -306,6 +312,7 @@ pub(super) fn parse_request(body: &[u8]) -> Result<Parsed, String> {
         generation_config: field(&v, "generationConfig", "generation_config").cloned(),
         inputs,
         thought_signatures,
+        edit_input,
     })
 }
 

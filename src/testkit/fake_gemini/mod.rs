@@ -67,7 +67,7 @@ const IMAGE_TOKENS: i64 = 1290;
 
 /// Human-readable list of the directives this fake understands, for help
 /// output and error messages.
-pub const DIRECTIVES: &str = "size=N[KiB|MiB|KB|MB] format=png|jpeg|webp|gif seed=N label=MIME \
+pub const DIRECTIVES: &str = "size=N[KiB|MiB|KB|MB] format=png|jpeg|webp|gif picture seed=N label=MIME \
 images=N order=mime-after|sig-before[+...] sig thought[=N] thought-after text bigtext=N \
 echo-sha safety blocked[=REASON] finish=REASON message=WORDS_WITH_UNDERSCORES status=CODE \
 times=N quota=day|minute retry=SECONDS truncate truncate-after-image badbase64 \

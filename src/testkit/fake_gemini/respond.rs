@@ -37,6 +37,7 @@ pub(super) async fn respond(
     rec: &RecordedRequest,
     d: &Directives,
     mode: Mode,
+    edit_input: Option<&[u8]>,
 ) -> Reply {
     if let Some(code) = d.status {
         let fail = {
@@ -78,11 +79,12 @@ pub(super) async fn respond(
     if !special && !d.midstream_error {
         for i in 0..d.thoughts {
             let s = (seed ^ 0xA5A5_5A5A_0F0F_F0F0).wrapping_add(i as u64);
-            imgs.push(make_image(d, s, true, false).await);
+            imgs.push(make_image(d, s, true, false, None).await);
         }
         for i in 0..d.images {
             let s = seed.wrapping_add(i as u64);
-            imgs.push(make_image(d, s, false, d.sig || gemini3).await);
+            let picture = d.picture.then_some((rec.prompt.as_str(), edit_input));
+            imgs.push(make_image(d, s, false, d.sig || gemini3, picture).await);
         }
     }
     let last_sha = imgs
@@ -181,14 +183,27 @@ pub(super) async fn respond(
     }
 }
 
-pub(super) async fn make_image(d: &Directives, seed: u64, thought: bool, sig: bool) -> Img {
+/// One image: noise of the asked size, or with `picture` (the prompt and
+/// the image being edited) a PNG drawn from the prompt.
+pub(super) async fn make_image(
+    d: &Directives,
+    seed: u64,
+    thought: bool,
+    sig: bool,
+    picture: Option<(&str, Option<&[u8]>)>,
+) -> Img {
     let (format, size) = (d.format, d.size);
-    let built = tokio::task::spawn_blocking(move || images::synth_base64(format, size, seed)).await;
+    let picture = picture.map(|(p, i)| (p.to_string(), i.map(<[u8]>::to_vec)));
+    let build = move || match &picture {
+        Some((prompt, input)) => images::picture_base64(prompt, input.as_deref(), size),
+        None => images::synth_base64(format, size, seed),
+    };
+    let again = build.clone();
     // A panic while building is a bug in the generator; retrying on this
     // thread lets it surface in the test instead of sending an empty image.
-    let (synth, b64) = match built {
+    let (synth, b64) = match tokio::task::spawn_blocking(build).await {
         Ok(v) => v,
-        Err(_) => images::synth_base64(format, size, seed),
+        Err(_) => again(),
     };
     let sig = sig.then(|| thought_signature(seed, &synth.sha256));
     Img {
