@@ -239,3 +239,87 @@ async fn image_tools_share_one_description_of_their_options() {
     }
     assert_eq!(generate["required"], json!(["prompt"]));
 }
+
+/// The server's own output, line by line, up to the response with `id`:
+/// the progress values it carried, in the order they were written.
+async fn progress_until_result(
+    lines: &mut tokio::io::Lines<
+        tokio::io::BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+    >,
+    id: u64,
+) -> (Vec<f64>, Value) {
+    let mut seen = Vec::new();
+    loop {
+        let line = lines.next_line().await.expect("read").expect("a line");
+        let v: Value = serde_json::from_str(&line).expect("JSON-RPC");
+        if v["method"] == "notifications/progress" {
+            seen.push(v["params"]["progress"].as_f64().expect("progress"));
+        } else if v["id"] == id {
+            return (seen, v);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_written_in_order_and_before_the_result() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let fake = fake().await;
+    let s = InProc::start(&fake, &[]).await;
+    // The raw wire, so that what is checked is the order the server wrote.
+    let service = Service::new(
+        Arc::clone(&s.app),
+        nano_banana_mcp::mcp::SessionSettings {
+            max: 10,
+            ttl: std::time::Duration::from_secs(60),
+        },
+    );
+    let (server_io, client_io) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        if let Ok(running) = service.session().serve(server_io).await {
+            let _ = running.waiting().await;
+        }
+    });
+    let (read, mut write) = tokio::io::split(client_io);
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    let mut send = async |v: Value| {
+        write
+            .write_all(format!("{v}\n").as_bytes())
+            .await
+            .expect("write");
+    };
+    send(
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}}),
+    )
+    .await;
+    let _ = progress_until_result(&mut lines, 0).await;
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    for id in 1..=10u64 {
+        send(
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "generate_image",
+            "arguments": {"prompt": format!("round {id} fake:size=9MiB")},
+            "_meta": {"progressToken": id}}}),
+        )
+        .await;
+        let (seen, result) = progress_until_result(&mut lines, id).await;
+        assert!(result["result"]["isError"] != true, "{result}");
+        assert!(seen.len() >= 5, "call {id}: {seen:?}");
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "call {id}: out of order {seen:?}"
+        );
+    }
+    // A token too long to repeat in every notification gets no progress.
+    send(
+        json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {
+        "name": "generate_image",
+        "arguments": {"prompt": "fake:size=3MiB"},
+        "_meta": {"progressToken": "t".repeat(64 << 10)}}}),
+    )
+    .await;
+    let (seen, result) = progress_until_result(&mut lines, 11).await;
+    assert!(result["result"]["isError"] != true, "{result}");
+    assert!(seen.is_empty(), "{seen:?}");
+}

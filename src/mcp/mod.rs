@@ -102,34 +102,82 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-/// Sends MCP progress notifications when the client asked for them.
+/// Longest progress token honoured. The token is repeated in every
+/// notification; a client that sends a huge one gets no progress rather
+/// than making the server copy it again and again.
+const MAX_PROGRESS_TOKEN_BYTES: usize = 1024;
+
+/// Notifications queued per call; past this, intermediate ones are dropped
+/// (progress is advice; the result is what counts).
+const PROGRESS_QUEUE: usize = 16;
+
+/// Sends MCP progress notifications when the client asked for them: in
+/// order, through one task per call, and all of them before the result
+/// (`finish`).
 struct McpProgress<'a> {
     app: &'a crate::app::App,
-    peer: Peer<RoleServer>,
     token: Option<ProgressToken>,
+    tx: Option<tokio::sync::mpsc::Sender<ProgressNotificationParam>>,
+    sender: Option<tokio::task::JoinHandle<()>>,
     step: AtomicU64,
 }
 
 impl<'a> McpProgress<'a> {
     fn new(app: &'a crate::app::App, ctx: &RequestContext<RoleServer>) -> Self {
+        let token = ctx.meta.get_progress_token().filter(|t| {
+            let len = serde_json::to_string(t).map_or(usize::MAX, |s| s.len());
+            if len > MAX_PROGRESS_TOKEN_BYTES {
+                tracing::debug!(len, "progress token too long; no progress for this call");
+            }
+            len <= MAX_PROGRESS_TOKEN_BYTES
+        });
+        let (tx, sender) = match token {
+            Some(_) => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel(PROGRESS_QUEUE);
+                let peer: Peer<RoleServer> = ctx.peer.clone();
+                let sender = tokio::spawn(async move {
+                    while let Some(p) = rx.recv().await {
+                        let _ = peer.notify_progress(p).await;
+                    }
+                });
+                (Some(tx), Some(sender))
+            }
+            None => (None, None),
+        };
         Self {
             app,
-            peer: ctx.peer.clone(),
-            token: ctx.meta.get_progress_token(),
+            token,
+            tx,
+            sender,
             step: AtomicU64::new(0),
         }
     }
 
     fn send(&self, message: String) {
-        let Some(token) = self.token.clone() else {
+        let (Some(token), Some(tx)) = (&self.token, &self.tx) else {
             return;
         };
         let progress = self.step.fetch_add(1, Ordering::Relaxed) as f64 + 1.0;
-        let peer = self.peer.clone();
-        let param = ProgressNotificationParam::new(token, progress).with_message(message);
-        tokio::spawn(async move {
-            let _ = peer.notify_progress(param).await;
-        });
+        let param = ProgressNotificationParam::new(token.clone(), progress).with_message(message);
+        let _ = tx.try_send(param);
+    }
+
+    /// Let every queued notification go out (bounded), so none arrives
+    /// after the result.
+    async fn finish(mut self) {
+        self.tx = None;
+        if let Some(sender) = self.sender.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), sender).await;
+        }
+    }
+}
+
+impl Drop for McpProgress<'_> {
+    fn drop(&mut self) {
+        // A cancelled call: nothing more is worth sending.
+        if let Some(sender) = self.sender.take() {
+            sender.abort();
+        }
     }
 }
 
@@ -164,7 +212,9 @@ impl ImageServer {
     ) -> CallToolResult {
         let progress = McpProgress::new(&self.app, ctx);
         let started = Instant::now();
-        match self.app.pipeline.run(job, &progress, &ctx.ct).await {
+        let outcome = self.app.pipeline.run(job, &progress, &ctx.ct).await;
+        progress.finish().await;
+        match outcome {
             Ok(img) => {
                 self.app
                     .metrics
