@@ -40,6 +40,9 @@ use wire::{
 pub struct Service {
     app: SharedApp,
     sessions: Arc<Sessions>,
+    /// Built once: building it makes every tool's JSON schema, which
+    /// stateless HTTP would otherwise pay on every request.
+    tool_router: ToolRouter<ImageServer>,
 }
 
 impl Service {
@@ -47,6 +50,7 @@ impl Service {
         Self {
             app,
             sessions: Arc::new(Sessions::new(sessions)),
+            tool_router: ImageServer::tool_router(),
         }
     }
 
@@ -60,7 +64,7 @@ impl Service {
             session: self.sessions.new_id(),
             app: Arc::clone(&self.app),
             sessions: Arc::clone(&self.sessions),
-            tool_router: ImageServer::tool_router(),
+            tool_router: self.tool_router.clone(),
         }
     }
 }
