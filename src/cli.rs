@@ -429,10 +429,14 @@ pub async fn doctor(cmd: DoctorCmd) -> Result<bool, String> {
     let per_request = cfg.pipeline_config().per_request_bytes();
     let (limit, plan) = crate::app::plan_memory(&cfg.memory_settings(), per_request);
     let detail = format!(
-        "limit {:.0} MiB from {}; budget {:.0} MiB; {} requests at once ({:.1} MiB each)",
+        "limit {:.0} MiB from {}; budget {:.0} MiB (images {:.0}, request bodies {:.0}, connections {:.0}, sessions {:.0}); {} image requests at once ({:.1} MiB each)",
         mib(limit.bytes),
         limit.source,
         mib(plan.budget),
+        mib(plan.images),
+        mib(plan.bodies),
+        mib(plan.connections),
+        mib(plan.sessions),
         plan.max_concurrent,
         mib(per_request)
     );

@@ -164,8 +164,28 @@ pub struct ServeArgs {
     #[arg(long, env = "NANO_BANANA_MAX_BODY_BYTES", default_value = "8MiB", value_parser = size_arg)]
     pub max_body_bytes: u64,
     /// Idle MCP sessions are closed after this many seconds.
-    #[arg(long, env = "NANO_BANANA_SESSION_IDLE_SECS", default_value_t = 600)]
+    #[arg(long, env = "NANO_BANANA_SESSION_IDLE_SECS", default_value_t = 300)]
     pub session_idle_secs: u64,
+    /// Also serve /healthz, /readyz and /metrics (only those) on this
+    /// address, with its own connections, so probes are answered while
+    /// the main listener is saturated.
+    #[arg(long, env = "NANO_BANANA_OPS_ADDR")]
+    pub ops_addr: Option<std::net::SocketAddr>,
+    /// Open connections on the main listener; more are refused with 503.
+    /// Default: the plan's connection share (a tenth of the budget) / 32 KiB.
+    #[arg(long, env = "NANO_BANANA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Live MCP sessions over HTTP; `initialize` beyond it gets 503.
+    /// Default: the plan's session share (a tenth of the budget) / 72 KiB.
+    #[arg(long, env = "NANO_BANANA_MAX_HTTP_SESSIONS")]
+    pub max_http_sessions: Option<usize>,
+    /// Seconds to receive a request head; idle keep-alive connections
+    /// close after the same time.
+    #[arg(long, env = "NANO_BANANA_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds to receive a request body.
+    #[arg(long, env = "NANO_BANANA_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
 }
 
 impl ServeArgs {
@@ -234,6 +254,11 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes as usize,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             session_idle: Duration::from_secs(self.session_idle_secs.max(1)),
+            ops_addr: self.ops_addr,
+            max_connections: self.max_connections,
+            max_sessions: self.max_http_sessions,
+            header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
         })
     }
 }

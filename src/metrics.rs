@@ -18,7 +18,26 @@ type Labels = Vec<(&'static str, String)>;
 /// Gauges read at scrape time (all prefixed `nano_banana_`).
 const GAUGES: &[(&str, &str)] = &[
     ("memory_limit_bytes", "Memory limit the server plans for"),
-    ("memory_budget_bytes", "Bytes requests may reserve"),
+    (
+        "memory_budget_bytes",
+        "Bytes the plan hands out (all parts)",
+    ),
+    (
+        "memory_images_budget_bytes",
+        "The image path's part of the budget",
+    ),
+    (
+        "memory_bodies_budget_bytes",
+        "Request bodies' part of the budget",
+    ),
+    (
+        "memory_connections_budget_bytes",
+        "Connections' part of the budget",
+    ),
+    (
+        "memory_sessions_budget_bytes",
+        "Sessions' part of the budget",
+    ),
     ("memory_reserved_bytes", "Bytes reserved by requests now"),
     (
         "memory_peak_reserved_bytes",
@@ -173,6 +192,10 @@ impl Metrics {
         };
         set("memory_limit_bytes", limit.bytes);
         set("memory_budget_bytes", plan.budget);
+        set("memory_images_budget_bytes", plan.images);
+        set("memory_bodies_budget_bytes", plan.bodies);
+        set("memory_connections_budget_bytes", plan.connections);
+        set("memory_sessions_budget_bytes", plan.sessions);
         set("memory_reserved_bytes", b.reserved_bytes);
         set("memory_peak_reserved_bytes", b.peak_reserved);
         set("memory_per_request_bytes", plan.per_request);

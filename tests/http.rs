@@ -388,3 +388,95 @@ async fn http_client_that_disconnects_mid_call() {
     assert_eq!(code, Some(0));
     assert_no_secret(&log, &[TOKEN]);
 }
+
+/// Read what the server answers on a raw connection, up to `n` bytes.
+async fn raw_exchange(addr: &str, send: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(send).await;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_refuses_what_it_cannot_pay_for() {
+    let fake = fake().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let ops_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let ops = format!("127.0.0.1:{ops_port}");
+    let srv = start_http(
+        &fake.base_url(),
+        out.path(),
+        &[
+            "--max-connections",
+            "6",
+            "--max-http-sessions",
+            "2",
+            "--ops-addr",
+            &ops,
+        ],
+    )
+    .await;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+
+    // A head over the 16 KiB cap: 431, not a growing buffer.
+    let mut head = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 40 << 10));
+    let got = raw_exchange(&addr, &head).await;
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+
+    // A body of many JSON values is refused before anything parses it.
+    let many = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "generate_image",
+        "arguments": {"prompt": "x", "junk": vec![0; 30_000]}}});
+    let r = mcp_post(&srv.base, None, &many).send().await.expect("post");
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap_or_default().contains("JSON values"));
+
+    // Two sessions fit; the third initialize gets 503 with Retry-After.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "edge", "version": "1"}}});
+    for _ in 0..2 {
+        let r = mcp_post(&srv.base, None, &init).send().await.expect("post");
+        assert_eq!(r.status(), 200);
+    }
+    let r = mcp_post(&srv.base, None, &init).send().await.expect("post");
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(metric(&srv.base, "mcp_sessions_live").await, 2.0);
+
+    // Fill the connection cap with idle connections: the next one is
+    // refused at once, and the ops listener still answers probes.
+    let mut idle = Vec::new();
+    for _ in 0..6 {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got = raw_exchange(&addr, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    let r = reqwest::get(format!("http://{ops}/healthz"))
+        .await
+        .expect("ops");
+    assert_eq!(r.status(), 200);
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = reqwest::get(format!("{}/healthz", srv.base))
+        .await
+        .expect("main");
+    assert_eq!(r.status(), 200);
+    let (code, log) = srv.sigterm().await;
+    assert_eq!(code, Some(0), "{log}");
+}

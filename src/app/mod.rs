@@ -92,6 +92,9 @@ pub fn plan_memory(m: &MemorySettings, per_request: u64) -> (MemoryLimit, Plan) 
 
 pub struct App {
     pub pipeline: Pipeline,
+    /// Request bodies over HTTP: paid for before they are read and parsed
+    /// (try only: a body never waits for memory).
+    pub bodies: Budget,
     pub fetcher: Fetcher,
     pub metrics: Metrics,
     pub limit: MemoryLimit,
@@ -118,23 +121,27 @@ impl App {
         }
         if plan.max_concurrent == 0 {
             return Err(StartError::Memory(format!(
-                "memory limit {} MiB ({}) leaves {} MiB for requests, but one request needs {} MiB; raise the limit or lower --block-size / --blocks-in-flight",
+                "memory limit {} MiB ({}) leaves {} MiB for images, but one request needs {} MiB; raise the limit or lower --block-size / --blocks-in-flight",
                 limit.bytes >> 20,
                 limit.source,
-                plan.budget >> 20,
+                plan.images >> 20,
                 plan.per_request >> 20
             )));
         }
         tracing::info!(
-            "memory limit {} MiB from {}, budget {} MiB, {} concurrent ({} MiB each)",
+            "memory limit {} MiB from {}, budget {} MiB (images {} MiB, bodies {} MiB, connections {} MiB, sessions {} MiB), {} concurrent images ({} MiB each)",
             limit.bytes >> 20,
             limit.source,
             plan.budget >> 20,
+            plan.images >> 20,
+            plan.bodies >> 20,
+            plan.connections >> 20,
+            plan.sessions >> 20,
             plan.max_concurrent,
             plan.per_request >> 20
         );
         let budget = Budget::new(memory::BudgetConfig {
-            total_bytes: plan.budget,
+            total_bytes: plan.images,
             max_queue: s.memory.queue_max,
             queue_timeout: s.memory.queue_timeout,
         });
@@ -183,7 +190,13 @@ impl App {
             store: Arc::clone(&store),
         };
         let block_size = s.pipeline.limits.block_size;
+        let bodies = Budget::new(memory::BudgetConfig {
+            total_bytes: plan.bodies,
+            max_queue: 0,
+            queue_timeout: Duration::ZERO,
+        });
         Ok(App {
+            bodies,
             pipeline: Pipeline {
                 gemini,
                 store,

@@ -43,6 +43,25 @@ pub struct Service {
     /// Built once: building it makes every tool's JSON schema, which
     /// stateless HTTP would otherwise pay on every request.
     tool_router: ToolRouter<ImageServer>,
+    /// Handlers alive now: one per live MCP session over HTTP (and one per
+    /// request in flight when stateless).
+    live: Arc<AtomicU64>,
+}
+
+/// Counts one handler while any clone of it lives.
+struct Live(Arc<AtomicU64>);
+
+impl Live {
+    fn new(n: &Arc<AtomicU64>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Live(Arc::clone(n))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Service {
@@ -51,7 +70,13 @@ impl Service {
             app,
             sessions: Arc::new(Sessions::new(sessions)),
             tool_router: ImageServer::tool_router(),
+            live: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Session handlers alive now.
+    pub fn live_sessions(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
     }
 
     pub fn app(&self) -> &SharedApp {
@@ -65,6 +90,7 @@ impl Service {
             app: Arc::clone(&self.app),
             sessions: Arc::clone(&self.sessions),
             tool_router: self.tool_router.clone(),
+            _live: Arc::new(Live::new(&self.live)),
         }
     }
 }
@@ -75,6 +101,7 @@ pub struct ImageServer {
     sessions: Arc<Sessions>,
     session: u64,
     tool_router: ToolRouter<Self>,
+    _live: Arc<Live>,
 }
 
 fn tool_error(msg: impl std::fmt::Display) -> CallToolResult {
@@ -223,7 +250,11 @@ impl ImageServer {
                 self.app
                     .metrics
                     .call(tool, "ok", started.elapsed(), img.bytes);
-                self.sessions.remember(self.session, &img);
+                // Stateless HTTP gives every request a new session: what
+                // is remembered there can never be read again.
+                if !(self.app.transport == Transport::Http && self.app.stateless) {
+                    self.sessions.remember(self.session, &img);
+                }
                 image_result(&img)
             }
             Err(e) => {

@@ -390,8 +390,16 @@ pub struct Plan {
     pub limit: u64,
     /// RSS before serving anything (runtime, TLS, code).
     pub baseline: u64,
-    /// Bytes requests may reserve.
+    /// Bytes the plan hands out; split into the parts below.
     pub budget: u64,
+    /// Request bodies and their parsed form (HTTP), reserved per request.
+    pub bodies: u64,
+    /// Open HTTP connections: a cap times a measured constant.
+    pub connections: u64,
+    /// Live HTTP MCP sessions: a cap times a measured constant.
+    pub sessions: u64,
+    /// What the image path may reserve.
+    pub images: u64,
     /// Bytes one request reserves.
     pub per_request: u64,
     /// Requests that fit side by side; 0 means the limit is too small to serve
@@ -405,14 +413,14 @@ impl Plan {
     }
 }
 
-/// Splits `limit`: `budget = (limit - baseline_rss) * fraction`. The rest,
-/// `1 - fraction` of what is above the baseline, is headroom for what the
-/// budget does not count: the async runtime, HTTP and TLS buffers, and
-/// allocator slack (fragmentation, dirty pages not yet returned). `fraction`
-/// is clamped to 0..=1 (NaN counts as 0). A `per_request` of 0 is a caller
-/// error and yields `max_concurrent` 0.
-pub fn plan(limit: u64, baseline_rss: u64, fraction: f64, per_request: u64) -> Plan {
-    let above_baseline = limit.saturating_sub(baseline_rss);
+/// Shares of the budget that the HTTP edge takes off the top; the image
+/// path gets the rest. Over stdio there is one client, and these parts
+/// are simply unused headroom.
+pub const BODY_SHARE: f64 = 0.25;
+pub const CONNECTION_SHARE: f64 = 0.10;
+pub const SESSION_SHARE: f64 = 0.10;
+
+fn share(bytes: u64, fraction: f64) -> u64 {
     let fraction = if fraction.is_nan() {
         0.0
     } else {
@@ -420,13 +428,34 @@ pub fn plan(limit: u64, baseline_rss: u64, fraction: f64, per_request: u64) -> P
     };
     // `as` saturates and floors, and the min guards against rounding up past
     // what is actually there.
-    let budget = ((above_baseline as f64 * fraction) as u64).min(above_baseline);
+    ((bytes as f64 * fraction) as u64).min(bytes)
+}
+
+/// Splits `limit`: `budget = (limit - baseline_rss) * fraction`. The rest,
+/// `1 - fraction` of what is above the baseline, is headroom for what the
+/// budget does not count: the async runtime, TLS buffers, and allocator
+/// slack (fragmentation, dirty pages not yet returned). Of the budget,
+/// fixed shares go to request bodies, connections and sessions (each
+/// bounded by its own cap), and the image path gets the rest. `fraction`
+/// is clamped to 0..=1 (NaN counts as 0). A `per_request` of 0 is a caller
+/// error and yields `max_concurrent` 0.
+pub fn plan(limit: u64, baseline_rss: u64, fraction: f64, per_request: u64) -> Plan {
+    let above_baseline = limit.saturating_sub(baseline_rss);
+    let budget = share(above_baseline, fraction);
+    let bodies = share(budget, BODY_SHARE);
+    let connections = share(budget, CONNECTION_SHARE);
+    let sessions = share(budget, SESSION_SHARE);
+    let images = budget - bodies - connections - sessions;
     Plan {
         limit,
         baseline: baseline_rss,
         budget,
+        bodies,
+        connections,
+        sessions,
+        images,
         per_request,
-        max_concurrent: budget.checked_div(per_request).unwrap_or(0),
+        max_concurrent: images.checked_div(per_request).unwrap_or(0),
     }
 }
 
@@ -734,18 +763,26 @@ mod tests {
                 limit: 1024 * MIB,
                 baseline: 24 * MIB,
                 budget: 500 * MIB,
+                bodies: 125 * MIB,
+                connections: 50 * MIB,
+                sessions: 50 * MIB,
+                images: 275 * MIB,
                 per_request: 100 * MIB,
-                max_concurrent: 5,
+                max_concurrent: 2,
             }
         );
         assert!(p.is_viable());
+        assert_eq!(p.bodies + p.connections + p.sessions + p.images, p.budget);
 
-        // Budget smaller than one request: not viable.
-        let p = plan(256 * MIB, 56 * MIB, 0.5, 101 * MIB);
-        assert_eq!((p.budget, p.max_concurrent), (100 * MIB, 0));
+        // Image share smaller than one request: not viable.
+        let p = plan(256 * MIB, 56 * MIB, 0.5, 56 * MIB);
+        assert_eq!(
+            (p.budget, p.images, p.max_concurrent),
+            (100 * MIB, 55 * MIB, 0)
+        );
         assert!(!p.is_viable());
         // Exactly one fits.
-        assert_eq!(plan(256 * MIB, 56 * MIB, 0.5, 100 * MIB).max_concurrent, 1);
+        assert_eq!(plan(256 * MIB, 56 * MIB, 0.5, 55 * MIB).max_concurrent, 1);
 
         // Baseline above the limit saturates to nothing.
         let p = plan(100 * MIB, 200 * MIB, 0.7, MIB);

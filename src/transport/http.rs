@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -22,6 +22,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::edge::{self, BodyLimits, ConnLimits, EdgeStats};
 use crate::app::{SharedApp, StartError};
 use crate::mcp::Service;
 use crate::secret::Secret;
@@ -38,13 +39,31 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub session_idle: Duration,
+    /// A second listener for /healthz, /readyz and /metrics only, so
+    /// probes are answered while the main one is saturated.
+    pub ops_addr: Option<SocketAddr>,
+    /// `None`: derived from the plan's connection share.
+    pub max_connections: Option<usize>,
+    /// `None`: derived from the plan's session share.
+    pub max_sessions: Option<usize>,
+    /// Time to receive a request head; also how long an idle keep-alive
+    /// connection stays open.
+    pub header_timeout: Duration,
+    /// Time to receive a request body.
+    pub body_timeout: Duration,
 }
 
 struct HttpState {
     app: SharedApp,
+    service: Service,
     token_hash: Option<[u8; 32]>,
     ready: AtomicBool,
     draining: AtomicBool,
+    stateless: bool,
+    max_sessions: u64,
+    body: BodyLimits,
+    edge: Arc<EdgeStats>,
+    sessions_refused: AtomicU64,
 }
 
 /// Compare tokens in constant time by comparing fixed-size digests.
@@ -90,7 +109,27 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
             }
         }
     }
-    next.run(req).await
+    // A request without a session id starts a session (initialize):
+    // refused while the session share of the plan is spent.
+    if !st.stateless
+        && req.method() == axum::http::Method::POST
+        && !req.headers().contains_key("mcp-session-id")
+        && st.service.live_sessions() >= st.max_sessions
+    {
+        st.sessions_refused.fetch_add(1, Ordering::Relaxed);
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "server busy: {} MCP sessions are open (the limit, --max-http-sessions); retry later or on another replica",
+                st.max_sessions
+            ),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    }
+    edge::pay_for_body(&st.app.bodies, st.body, req, next).await
 }
 
 async fn healthz() -> &'static str {
@@ -106,7 +145,8 @@ async fn readyz(State(st): State<Arc<HttpState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<HttpState>>) -> Response {
-    let body = st.app.metrics_text();
+    let mut body = st.app.metrics_text();
+    edge_metrics(&st, &mut body);
     (
         [(
             header::CONTENT_TYPE,
@@ -115,6 +155,71 @@ async fn metrics(State(st): State<Arc<HttpState>>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The edge's gauges and counters, appended before the OpenMetrics `# EOF`.
+fn edge_metrics(st: &HttpState, out: &mut String) {
+    use std::fmt::Write;
+    let eof = out.rfind("# EOF").unwrap_or(out.len());
+    let mut extra = String::new();
+    let b = st.app.bodies.stats();
+    let rows: [(&str, &str, &str, u64); 7] = [
+        (
+            "http_connections_open",
+            "gauge",
+            "Open HTTP connections",
+            st.edge.open.load(Ordering::Relaxed),
+        ),
+        (
+            "http_connections_refused",
+            "counter",
+            "Connections refused at the connection cap",
+            st.edge.refused.load(Ordering::Relaxed),
+        ),
+        (
+            "mcp_sessions_live",
+            "gauge",
+            "Live MCP session handlers",
+            st.service.live_sessions(),
+        ),
+        (
+            "mcp_sessions_max",
+            "gauge",
+            "Cap on live MCP sessions",
+            st.max_sessions,
+        ),
+        (
+            "mcp_sessions_refused",
+            "counter",
+            "initialize requests refused at the session cap",
+            st.sessions_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "http_body_reserved_bytes",
+            "gauge",
+            "Bytes reserved for request bodies",
+            b.reserved_bytes,
+        ),
+        (
+            "http_body_budget_bytes",
+            "gauge",
+            "Budget for request bodies",
+            b.total_bytes,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        let name = format!("nano_banana_{name}");
+        let sample = if kind == "counter" {
+            format!("{name}_total")
+        } else {
+            name.clone()
+        };
+        let _ = writeln!(
+            extra,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{sample} {v}"
+        );
+    }
+    out.insert_str(eof, &extra);
 }
 
 /// Serve until SIGTERM/SIGINT, then drain and return.
@@ -126,8 +231,25 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
     let local = listener
         .local_addr()
         .map_err(|e| StartError::Transport(e.to_string()))?;
+    let per_connection = edge::PER_CONNECTION;
+    let max_connections = cfg
+        .max_connections
+        .unwrap_or((app.plan.connections / per_connection).clamp(16, 1 << 20) as usize);
+    let max_sessions = cfg
+        .max_sessions
+        .map(|n| n as u64)
+        .unwrap_or((app.plan.sessions / edge::PER_SESSION).max(4));
     let state = Arc::new(HttpState {
         app: Arc::clone(&app),
+        service: service.clone(),
+        stateless: cfg.stateless,
+        max_sessions,
+        body: BodyLimits {
+            max_bytes: cfg.max_body_bytes,
+            timeout: cfg.body_timeout,
+        },
+        edge: Arc::new(EdgeStats::default()),
+        sessions_refused: AtomicU64::new(0),
         token_hash: cfg
             .token
             .as_ref()
@@ -166,18 +288,49 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
 
     let purger = app.spawn_idle_purger();
     let stop_accepting = CancellationToken::new();
-    // Small JSON-RPC replies must not wait for delayed ACKs (Nagle).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-    let server = tokio::spawn(async move { server.await });
+    let conn_limits = ConnLimits {
+        max_connections,
+        header_timeout: cfg.header_timeout,
+    };
+    let ops = match cfg.ops_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                StartError::Transport(format!("cannot listen on {addr} (--ops-addr): {e}"))
+            })?;
+            let ops_router = axum::Router::new()
+                .route("/healthz", get(healthz))
+                .route("/readyz", get(readyz))
+                .route("/metrics", get(metrics))
+                .with_state(Arc::clone(&state));
+            let limits = ConnLimits {
+                max_connections: 64,
+                header_timeout: cfg.header_timeout,
+            };
+            tracing::info!(addr = %addr, "probes and metrics also on the ops listener");
+            Some(tokio::spawn(edge::accept_loop(
+                l,
+                ops_router,
+                limits,
+                Arc::new(EdgeStats::default()),
+                stop_accepting.clone(),
+            )))
+        }
+        None => None,
+    };
+    let server = tokio::spawn(edge::accept_loop(
+        listener,
+        router,
+        conn_limits,
+        Arc::clone(&state.edge),
+        stop_accepting.clone(),
+    ));
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         addr = %local,
         auth = cfg.token.is_some(),
         stateless = cfg.stateless,
+        max_connections,
+        max_sessions,
         "serving MCP over streamable HTTP at /mcp (health: /healthz, /readyz, metrics: /metrics)"
     );
 
@@ -202,6 +355,9 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
     stop_accepting.cancel();
     // Open connections get a moment to see their streams end.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    if let Some(ops) = ops {
+        ops.abort();
+    }
     purger.abort();
     tracing::info!(ms = started.elapsed().as_millis() as u64, "shut down");
     Ok(())
