@@ -385,16 +385,22 @@ impl OwnAzurite {
             .kill_on_drop(true)
             .spawn()
             .expect("start Azurite");
-        for _ in 0..200 {
+        let mut child = child;
+        // Node can take well over 10 s to start when the suite runs other
+        // tests beside this one on 2 cores (seen once in CI).
+        for _ in 0..1200 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
                 return OwnAzurite { child };
             }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("Azurite exited before listening on port {port}: {status}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("Azurite did not start on port {port}");
+        panic!("Azurite did not start on port {port} within 60 s");
     }
 
     /// Stop it the way an orchestrator does: SIGTERM, then wait.
