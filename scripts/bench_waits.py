@@ -47,22 +47,7 @@ import mcpdrive as d  # noqa: E402
 
 MiB = 1 << 20
 
-
-def log_tail(lines, n=6):
-    """The last n distinct server log lines (timestamps cut), oldest first."""
-    out = []
-    for ln in reversed(lines[-2000:]):
-        ln = ln.rstrip()
-        ln = ln.split(" ", 1)[1].strip() if ln[:4].isdigit() and " " in ln else ln
-        if ln and ln[:300] not in out:
-            out.append(ln[:300])
-        if len(out) >= n:
-            break
-    return out[::-1]
-
-
-def mib(x):
-    return round(x / MiB, 1) if x is not None else None
+log_tail, mib = d.log_tail, d.mib
 
 
 def classify(resp, msg):
