@@ -141,6 +141,9 @@ def main():
     ap.add_argument("--floor", action="store_true",
                     help="first run the same burst straight at the fake (no server) and "
                          "report its time: the part of the wall time that is not the server's")
+    ap.add_argument("--log-level", default="warn", help="the server's LOG_LEVEL")
+    ap.add_argument("--server-log", default=None,
+                    help="write the server's stderr here at the end (for diagnosis)")
     ap.add_argument("--md-header", action="store_true",
                     help="print the Markdown table header before the row")
     ap.add_argument("--bin-dir", default=None,
@@ -180,6 +183,7 @@ def main():
                                        "--queue-timeout-secs", str(args.queue_timeout_secs),
                                        *args.server_arg],
                            env={"NANO_BANANA_TEMP_DIR": os.path.join(root, "tmp"),
+                                "LOG_LEVEL": args.log_level,
                                 "NANO_BANANA_SHUTDOWN_GRACE_SECS": "2"})
         os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
 
@@ -267,6 +271,9 @@ def main():
         }
         if failures:
             report["server_log_tail"] = log_tail(srv.err)
+        if args.server_log:
+            with open(args.server_log, "w") as f:
+                f.write("".join(srv.err))
         print(json.dumps(report), flush=True)
         cmd = (f"python3 scripts/bench_waits.py --calls {args.calls} --wait-ms {args.wait_ms} "
                f"--size-mib {args.size_mib:g} --limit-mib {args.limit_mib}")

@@ -427,20 +427,25 @@ pub async fn doctor(cmd: DoctorCmd) -> Result<bool, String> {
     });
     storage_checks(cfg, &mut checks).await;
     let per_request = cfg.pipeline_config().per_request_bytes();
-    let (limit, plan) = crate::app::plan_memory(&cfg.memory_settings(), per_request);
+    // The plan for a shared HTTP endpoint, where memory matters most.
+    let edge = crate::memory::Edge::Http { sessions: true };
+    let (limit, plan) = crate::app::plan_memory(&cfg.memory_settings(), per_request, edge);
     let detail = format!(
-        "limit {:.0} MiB from {}; budget {:.0} MiB (images {:.0}, request bodies {:.0}, connections {:.0}, sessions {:.0}); {} image requests at once ({:.1} MiB each)",
+        "limit {:.0} MiB from {}; budget {:.0} MiB over HTTP (images {:.0}, waiting calls {:.0}, request bodies {:.0}, connections {:.0}, sessions {:.0}); {} images streaming at once ({:.1} MiB each), {} calls waiting ({} KiB each)",
         mib(limit.bytes),
         limit.source,
         mib(plan.budget),
         mib(plan.images),
+        mib(plan.calls),
         mib(plan.bodies),
         mib(plan.connections),
         mib(plan.sessions),
         plan.max_concurrent,
-        mib(per_request)
+        mib(per_request),
+        plan.max_waiting,
+        plan.per_call >> 10
     );
-    checks.push(if plan.max_concurrent == 0 {
+    checks.push(if !plan.is_viable() {
         Check::fail(
             "Memory",
             detail,

@@ -27,6 +27,10 @@ const GAUGES: &[(&str, &str)] = &[
         "The image path's part of the budget",
     ),
     (
+        "memory_calls_budget_bytes",
+        "Waiting calls' part of the budget",
+    ),
+    (
         "memory_bodies_budget_bytes",
         "Request bodies' part of the budget",
     ),
@@ -38,18 +42,41 @@ const GAUGES: &[(&str, &str)] = &[
         "memory_sessions_budget_bytes",
         "Sessions' part of the budget",
     ),
-    ("memory_reserved_bytes", "Bytes reserved by requests now"),
+    (
+        "memory_reserved_bytes",
+        "Bytes reserved by streaming responses now",
+    ),
+    (
+        "memory_calls_reserved_bytes",
+        "Bytes reserved by calls in progress now",
+    ),
     (
         "memory_peak_reserved_bytes",
         "Most bytes ever reserved at once",
     ),
-    ("memory_per_request_bytes", "Reservation of one request"),
+    (
+        "memory_per_request_bytes",
+        "Reservation of one streaming response",
+    ),
+    ("memory_per_call_bytes", "Reservation of one waiting call"),
     (
         "max_concurrent_requests",
-        "Requests that fit the budget at once",
+        "Responses that can stream at once",
     ),
-    ("requests_in_flight", "Requests holding a reservation"),
-    ("requests_queued", "Requests waiting for memory"),
+    (
+        "max_waiting_calls",
+        "Calls that can wait for Gemini at once",
+    ),
+    ("requests_in_flight", "Responses streaming image bytes"),
+    (
+        "requests_queued",
+        "Started responses waiting for the image path's memory",
+    ),
+    (
+        "calls_in_flight",
+        "Calls admitted (waiting for Gemini or streaming)",
+    ),
+    ("calls_queued", "Calls waiting to be admitted"),
     ("process_rss_bytes", "Resident set size"),
     ("process_peak_rss_bytes", "Peak resident set size (VmHWM)"),
     ("jemalloc_allocated_bytes", "Bytes in live allocations"),
@@ -183,6 +210,7 @@ impl Metrics {
         limit: &crate::memory::MemoryLimit,
         plan: &crate::memory::Plan,
         b: &crate::memory::BudgetStats,
+        calls: &crate::memory::BudgetStats,
         pool_free_blocks: usize,
     ) -> String {
         let set = |name: &'static str, v: u64| {
@@ -193,15 +221,21 @@ impl Metrics {
         set("memory_limit_bytes", limit.bytes);
         set("memory_budget_bytes", plan.budget);
         set("memory_images_budget_bytes", plan.images);
+        set("memory_calls_budget_bytes", plan.calls);
         set("memory_bodies_budget_bytes", plan.bodies);
         set("memory_connections_budget_bytes", plan.connections);
         set("memory_sessions_budget_bytes", plan.sessions);
         set("memory_reserved_bytes", b.reserved_bytes);
         set("memory_peak_reserved_bytes", b.peak_reserved);
+        set("memory_calls_reserved_bytes", calls.reserved_bytes);
         set("memory_per_request_bytes", plan.per_request);
+        set("memory_per_call_bytes", plan.per_call);
         set("max_concurrent_requests", plan.max_concurrent);
+        set("max_waiting_calls", plan.max_waiting);
         set("requests_in_flight", b.in_flight as u64);
         set("requests_queued", b.queued as u64);
+        set("calls_in_flight", calls.in_flight as u64);
+        set("calls_queued", calls.queued as u64);
         if let Some((rss, peak)) = crate::memory::cgroup::proc_self_status_rss() {
             set("process_rss_bytes", rss);
             set("process_peak_rss_bytes", peak);
@@ -218,10 +252,11 @@ impl Metrics {
             set("cgroup_memory_usage_bytes", u);
         }
         set("block_pool_free_blocks", pool_free_blocks as u64);
-        // The budget counts rejections itself; mirror its total.
+        // The budgets count rejections themselves; mirror their total.
         let seen = self.busy.get();
-        if b.rejections_busy > seen {
-            self.busy.inc_by(b.rejections_busy - seen);
+        let total = b.rejections_busy + calls.rejections_busy;
+        if total > seen {
+            self.busy.inc_by(total - seen);
         }
         let mut out = String::with_capacity(8 << 10);
         if encode(&mut out, &self.registry).is_err() {

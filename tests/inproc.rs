@@ -27,6 +27,11 @@ struct InProc {
 
 impl InProc {
     async fn start(fake: &FakeGemini, extra: &[&str]) -> InProc {
+        Self::start_with(fake, extra, |_| {}).await
+    }
+
+    /// Like `start`, with a last change to the app before it serves.
+    async fn start_with(fake: &FakeGemini, extra: &[&str], tweak: impl FnOnce(&mut App)) -> InProc {
         let dir = tempfile::tempdir().expect("tmp");
         let out = dir.path().to_str().expect("utf-8").to_string();
         let base = fake.base_url();
@@ -50,7 +55,9 @@ impl InProc {
         // The test process's own environment must not choose the storage.
         settings.store.azure_connection_string = None;
         settings.store.azure_account = None;
-        let app = Arc::new(App::build(settings).await.expect("app builds"));
+        let mut app = App::build(settings).await.expect("app builds");
+        tweak(&mut app);
+        let app = Arc::new(app);
         let service = Service::new(Arc::clone(&app), cli.config.session_settings());
         let (server_io, client_io) = tokio::io::duplex(1 << 20);
         tokio::spawn(async move {
@@ -322,4 +329,62 @@ async fn progress_is_written_in_order_and_before_the_result() {
     let (seen, result) = progress_until_result(&mut lines, 11).await;
     assert!(result["result"]["isError"] != true, "{result}");
     assert!(seen.is_empty(), "{seen:?}");
+}
+
+/// Waiting for Gemini costs a call's reservation, not the image path's:
+/// with room for one streaming response, six calls all wait at Gemini
+/// at once, and they stream one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_calls_do_not_hold_the_image_path() {
+    use nano_banana_mcp::memory::{Budget, BudgetConfig};
+    use nano_banana_mcp::pipeline::WAITING_CALL_BYTES;
+    let fake = fake().await;
+    let mut one = 0;
+    let s = InProc::start_with(&fake, &[], |app| {
+        one = app.pipeline.cfg.per_request_bytes();
+        app.pipeline.budget = Budget::new(BudgetConfig {
+            total_bytes: one,
+            max_queue: usize::MAX,
+            queue_timeout: std::time::Duration::from_secs(60),
+        });
+    })
+    .await;
+    let calls = (0..6).map(|i| {
+        s.call(
+            "generate_image",
+            json!({"prompt": format!("wait {i} fake:latency=1500 fake:size=3MiB")}),
+        )
+    });
+    // All six reach Gemini before the first answer starts (1.5 s): none
+    // waits for another's image memory first.
+    let all_arrived = async {
+        while fake.state.requests().len() < 6 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        s.files().len()
+    };
+    let (results, files_then) = tokio::join!(futures::future::join_all(calls), all_arrived);
+    assert_eq!(files_then, 0, "a call waited for another to finish first");
+    for r in &results {
+        assert!(!is_error(r), "{}", text_of(r));
+    }
+    let (calls, images) = (s.app.calls().stats(), s.app.budget().stats());
+    assert!(
+        calls.peak_reserved >= 6 * WAITING_CALL_BYTES,
+        "all six waited at Gemini at once: {calls:?}"
+    );
+    assert_eq!(images.peak_reserved, one, "one response streamed at a time");
+    assert_eq!(
+        (images.admitted, images.in_flight, calls.in_flight),
+        (6, 0, 0)
+    );
+    let mut want: Vec<_> = fake.state.sent().into_iter().map(|x| x.sha256).collect();
+    let mut got: Vec<_> = s
+        .files()
+        .iter()
+        .map(|p| sha256_hex(&std::fs::read(p).expect("stored")))
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "every image stored whole");
 }

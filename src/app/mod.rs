@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::gemini::{GeminiClient, GeminiConfig};
 use crate::inputs::{Fetcher, InputRules};
-use crate::memory::{self, Budget, LimitOverrides, MemoryLimit, Plan};
+use crate::memory::{self, Budget, Edge, LimitOverrides, MemoryLimit, Plan};
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::pipeline::{Pipeline, PipelineConfig, STREAM_WAIT, WAITING_CALL_BYTES};
 use crate::secret::Secret;
 use crate::store::StoreConfig;
 
@@ -81,13 +81,30 @@ pub enum StartError {
 }
 
 /// The memory limit and the plan for it (also what `doctor` reports).
-pub fn plan_memory(m: &MemorySettings, per_request: u64) -> (MemoryLimit, Plan) {
+pub fn plan_memory(m: &MemorySettings, per_request: u64, edge: Edge) -> (MemoryLimit, Plan) {
     let limit = memory::cgroup::discover(&m.overrides);
     let baseline = memory::cgroup::proc_self_status_rss()
         .map(|r| r.0)
         .unwrap_or(8 << 20);
-    let plan = memory::plan(limit.bytes, baseline, m.fraction, per_request);
+    let plan = memory::plan(
+        limit.bytes,
+        baseline,
+        m.fraction,
+        per_request,
+        WAITING_CALL_BYTES,
+        edge,
+    );
     (limit, plan)
+}
+
+/// What the plan is made for.
+pub fn edge(transport: Transport, stateless: bool) -> Edge {
+    match transport {
+        Transport::Stdio | Transport::Cli => Edge::Stdio,
+        Transport::Http => Edge::Http {
+            sessions: !stateless,
+        },
+    }
 }
 
 pub struct App {
@@ -113,11 +130,22 @@ impl App {
     /// Discover the memory limit, plan the budget, open storage and the
     /// Gemini client.
     pub async fn build(s: AppSettings) -> Result<App, StartError> {
-        let (limit, plan) = plan_memory(&s.memory, s.pipeline.per_request_bytes());
+        let (limit, plan) = plan_memory(
+            &s.memory,
+            s.pipeline.per_request_bytes(),
+            edge(s.transport, s.stateless),
+        );
         if s.memory.overrides.max_old_space_size_mib.is_some() {
             tracing::info!(
                 "MAX_OLD_SPACE_SIZE is accepted as a compatibility alias: it caps the memory limit (MiB); prefer NANO_BANANA_MEMORY_LIMIT"
             );
+        }
+        if plan.max_waiting == 0 {
+            return Err(StartError::Memory(format!(
+                "memory limit {} MiB ({}) leaves nothing for waiting calls; raise the limit",
+                limit.bytes >> 20,
+                limit.source,
+            )));
         }
         if plan.max_concurrent == 0 {
             return Err(StartError::Memory(format!(
@@ -129,21 +157,31 @@ impl App {
             )));
         }
         tracing::info!(
-            "memory limit {} MiB from {}, budget {} MiB (images {} MiB, bodies {} MiB, connections {} MiB, sessions {} MiB), {} concurrent images ({} MiB each)",
+            "memory limit {} MiB from {}, budget {} MiB (images {} MiB, waiting calls {} MiB, bodies {} MiB, connections {} MiB, sessions {} MiB): {} images streaming ({} MiB each), {} calls waiting ({} KiB each)",
             limit.bytes >> 20,
             limit.source,
             plan.budget >> 20,
             plan.images >> 20,
+            plan.calls >> 20,
             plan.bodies >> 20,
             plan.connections >> 20,
             plan.sessions >> 20,
             plan.max_concurrent,
-            plan.per_request >> 20
+            plan.per_request >> 20,
+            plan.max_waiting,
+            plan.per_call >> 10,
         );
-        let budget = Budget::new(memory::BudgetConfig {
-            total_bytes: plan.images,
+        let calls = Budget::new(memory::BudgetConfig {
+            total_bytes: plan.calls,
             max_queue: s.memory.queue_max,
             queue_timeout: s.memory.queue_timeout,
+        });
+        // Only calls holding a `calls` reservation wait here, so the queue
+        // needs no cap of its own; its wait is longer than admission's.
+        let budget = Budget::new(memory::BudgetConfig {
+            total_bytes: plan.images,
+            max_queue: usize::MAX,
+            queue_timeout: STREAM_WAIT.max(s.memory.queue_timeout),
         });
 
         let store = Arc::new(
@@ -200,6 +238,7 @@ impl App {
             pipeline: Pipeline {
                 gemini,
                 store,
+                calls,
                 budget,
                 // Enough free buffers for every admitted request's blocks.
                 pool: crate::memory::pool::BlockPool::new(
@@ -222,8 +261,14 @@ impl App {
         })
     }
 
+    /// The image path's budget: responses streaming now.
     pub fn budget(&self) -> &Budget {
         &self.pipeline.budget
+    }
+
+    /// Calls in progress, streaming or not.
+    pub fn calls(&self) -> &Budget {
+        &self.pipeline.calls
     }
 
     /// The Prometheus text exposition, read now.
@@ -232,6 +277,7 @@ impl App {
             &self.limit,
             &self.plan,
             &self.budget().stats(),
+            &self.pipeline.calls.stats(),
             self.pipeline.pool.stats().free,
         )
     }
@@ -239,10 +285,11 @@ impl App {
     /// Give memory back to the OS once the server has been idle for a
     /// second after work.
     pub fn spawn_idle_purger(&self) -> tokio::task::JoinHandle<()> {
-        let budget = self.budget().clone();
+        // Every call holds a `calls` reservation, streaming or not.
+        let calls = self.pipeline.calls.clone();
         let pool = self.pipeline.pool.clone();
         memory::spawn_idle_purger(move || {
-            let s = budget.stats();
+            let s = calls.stats();
             if s.in_flight == 0 {
                 // Free buffers go back to the allocator, which then purges.
                 pool.clear();

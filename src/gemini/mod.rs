@@ -97,6 +97,14 @@ impl RetryObserver for () {
 /// Idle keep-alive connections kept per host (see `GeminiClient::new`).
 pub const IDLE_CONNECTIONS: usize = 8;
 
+/// HTTP/2 stream window (Gemini over TLS negotiates HTTP/2). A call whose
+/// response has started but has no image memory yet reads nothing, so
+/// this is the most the server can send ahead on it; hyper's default is
+/// 2 MiB. The connection window covers 100 such streams (the concurrent
+/// streams Google's frontends allow), so stalled streams can never use up
+/// the window the streams being read need.
+pub const H2_STREAM_WINDOW: u32 = 256 << 10;
+
 #[derive(Clone)]
 pub struct GeminiClient {
     http: reqwest::Client,
@@ -115,6 +123,8 @@ impl GeminiClient {
             // calls left 32 MiB behind in 64 idle connections. Eight stay
             // warm for reuse; the rest close when their call ends.
             .pool_max_idle_per_host(IDLE_CONNECTIONS)
+            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(H2_STREAM_WINDOW * 100)
             .user_agent(concat!("nano-banana-mcp/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| GeminiError::Setup(e.to_string()))?;

@@ -173,9 +173,17 @@ pub struct MemoryStatus {
     pub limit_source: String,
     pub baseline_bytes: u64,
     pub budget_bytes: u64,
-    /// The budget's parts: the image path, request bodies, connections,
-    /// sessions (docs/ARCHITECTURE.md, "What the server can be made to hold").
+    /// The budget's parts: the image path (responses streaming), waiting
+    /// calls, request bodies, connections, sessions (docs/ARCHITECTURE.md,
+    /// "What the server can be made to hold").
     pub images_budget_bytes: u64,
+    pub calls_budget_bytes: u64,
+    /// Calls admitted (waiting for Gemini or streaming), calls waiting to
+    /// be admitted, and what one waiting call reserves.
+    pub calls_in_flight: u64,
+    pub calls_queued: u64,
+    pub per_call_bytes: u64,
+    pub max_waiting: u64,
     pub bodies_budget_bytes: u64,
     pub bodies_reserved_bytes: u64,
     pub connections_budget_bytes: u64,
@@ -196,6 +204,7 @@ impl MemoryStatus {
     /// counters, read now.
     pub fn read(app: &crate::app::App) -> Self {
         let b = app.budget().stats();
+        let c = app.calls().stats();
         let rss = crate::memory::cgroup::proc_self_status_rss();
         Self {
             limit_bytes: app.limit.bytes,
@@ -203,6 +212,11 @@ impl MemoryStatus {
             baseline_bytes: app.plan.baseline,
             budget_bytes: app.plan.budget,
             images_budget_bytes: app.plan.images,
+            calls_budget_bytes: app.plan.calls,
+            calls_in_flight: c.in_flight as u64,
+            calls_queued: c.queued as u64,
+            per_call_bytes: app.plan.per_call,
+            max_waiting: app.plan.max_waiting,
             bodies_budget_bytes: app.plan.bodies,
             bodies_reserved_bytes: app.bodies.stats().reserved_bytes,
             connections_budget_bytes: app.plan.connections,
@@ -212,7 +226,7 @@ impl MemoryStatus {
             reserved_bytes: b.reserved_bytes,
             in_flight: b.in_flight as u64,
             queued: b.queued as u64,
-            busy_rejections: b.rejections_busy,
+            busy_rejections: b.rejections_busy + c.rejections_busy,
             rss_bytes: rss.map(|r| r.0),
             peak_rss_bytes: rss.map(|r| r.1),
             allocator_resident_bytes: crate::memory::alloc::stats().map(|s| s.resident),

@@ -384,7 +384,7 @@ impl Drop for Reservation {
 }
 
 /// How the memory limit is split, for the startup log and for sizing the
-/// [`Budget`].
+/// [`Budget`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub limit: u64,
@@ -398,27 +398,51 @@ pub struct Plan {
     pub connections: u64,
     /// Live HTTP MCP sessions: a cap times a measured constant.
     pub sessions: u64,
-    /// What the image path may reserve.
+    /// Calls in progress that are not streaming image bytes (waiting for
+    /// Gemini, sending an edit's inputs), reserved per call.
+    pub calls: u64,
+    /// What the image path may reserve: calls whose response is streaming.
     pub images: u64,
-    /// Bytes one request reserves.
+    /// Bytes one streaming response reserves from `images`.
     pub per_request: u64,
-    /// Requests that fit side by side; 0 means the limit is too small to serve
-    /// even one, which the caller reports instead of starting.
+    /// Bytes one waiting call reserves from `calls`.
+    pub per_call: u64,
+    /// Responses that stream side by side; 0 means the limit is too small
+    /// to serve even one, which the caller reports instead of starting.
     pub max_concurrent: u64,
+    /// Calls that can wait for Gemini at once.
+    pub max_waiting: u64,
 }
 
 impl Plan {
     pub fn is_viable(&self) -> bool {
-        self.max_concurrent > 0
+        self.max_concurrent > 0 && self.max_waiting > 0
     }
 }
 
-/// Shares of the budget that the HTTP edge takes off the top; the image
-/// path gets the rest. Over stdio there is one client, and these parts
-/// are simply unused headroom.
-pub const BODY_SHARE: f64 = 0.25;
-pub const CONNECTION_SHARE: f64 = 0.10;
+/// What the process serves, so the plan gives nothing to a part that
+/// cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// One client over stdin/stdout: no connections, bodies or sessions.
+    Stdio,
+    /// HTTP, with MCP sessions unless `sessions` is false (stateless).
+    Http { sessions: bool },
+}
+
+/// Shares of the budget. Over HTTP, waiting calls far outnumber streaming
+/// ones (a call waits 10-30 s for Gemini and streams for well under one),
+/// so waiting calls and their connections get a large part and the image
+/// path a smaller one than over stdio. Stateless HTTP keeps no sessions;
+/// their share goes to waiting calls. Over stdio there is one client: the
+/// image path keeps the share it has always had, waiting calls get a
+/// small part, and the rest is headroom.
+pub const BODY_SHARE: f64 = 0.20;
+pub const CONNECTION_SHARE: f64 = 0.15;
 pub const SESSION_SHARE: f64 = 0.10;
+pub const CALL_SHARE: f64 = 0.20;
+pub const STDIO_IMAGE_SHARE: f64 = 0.55;
+pub const STDIO_CALL_SHARE: f64 = 0.10;
 
 fn share(bytes: u64, fraction: f64) -> u64 {
     let fraction = if fraction.is_nan() {
@@ -436,16 +460,41 @@ fn share(bytes: u64, fraction: f64) -> u64 {
 /// budget does not count: the async runtime, TLS buffers, and allocator
 /// slack (fragmentation, dirty pages not yet returned). Of the budget,
 /// fixed shares go to request bodies, connections and sessions (each
-/// bounded by its own cap), and the image path gets the rest. `fraction`
-/// is clamped to 0..=1 (NaN counts as 0). A `per_request` of 0 is a caller
-/// error and yields `max_concurrent` 0.
-pub fn plan(limit: u64, baseline_rss: u64, fraction: f64, per_request: u64) -> Plan {
+/// bounded by its own cap) and to waiting calls; the image path gets the
+/// rest. `fraction` is clamped to 0..=1 (NaN counts as 0). A `per_request`
+/// or `per_call` of 0 is a caller error and yields a plan that is not viable.
+pub fn plan(
+    limit: u64,
+    baseline_rss: u64,
+    fraction: f64,
+    per_request: u64,
+    per_call: u64,
+    edge: Edge,
+) -> Plan {
     let above_baseline = limit.saturating_sub(baseline_rss);
     let budget = share(above_baseline, fraction);
-    let bodies = share(budget, BODY_SHARE);
-    let connections = share(budget, CONNECTION_SHARE);
-    let sessions = share(budget, SESSION_SHARE);
-    let images = budget - bodies - connections - sessions;
+    let (bodies, connections, sessions, calls, images) = match edge {
+        Edge::Stdio => (
+            0,
+            0,
+            0,
+            share(budget, STDIO_CALL_SHARE),
+            share(budget, STDIO_IMAGE_SHARE),
+        ),
+        Edge::Http { sessions } => {
+            let bodies = share(budget, BODY_SHARE);
+            let connections = share(budget, CONNECTION_SHARE);
+            let session_part = share(budget, SESSION_SHARE);
+            let calls = share(budget, CALL_SHARE);
+            let (sessions, calls) = if sessions {
+                (session_part, calls)
+            } else {
+                (0, calls + session_part)
+            };
+            let images = budget - bodies - connections - sessions - calls;
+            (bodies, connections, sessions, calls, images)
+        }
+    };
     Plan {
         limit,
         baseline: baseline_rss,
@@ -453,9 +502,12 @@ pub fn plan(limit: u64, baseline_rss: u64, fraction: f64, per_request: u64) -> P
         bodies,
         connections,
         sessions,
+        calls,
         images,
         per_request,
+        per_call,
         max_concurrent: images.checked_div(per_request).unwrap_or(0),
+        max_waiting: calls.checked_div(per_call).unwrap_or(0),
     }
 }
 
@@ -756,43 +808,68 @@ mod tests {
 
     #[test]
     fn plan_splits_the_limit() {
-        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB);
+        let http = Edge::Http { sessions: true };
+        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, http);
         assert_eq!(
             p,
             Plan {
                 limit: 1024 * MIB,
                 baseline: 24 * MIB,
                 budget: 500 * MIB,
-                bodies: 125 * MIB,
-                connections: 50 * MIB,
+                bodies: 100 * MIB,
+                connections: 75 * MIB,
                 sessions: 50 * MIB,
-                images: 275 * MIB,
+                calls: 100 * MIB,
+                images: 175 * MIB,
                 per_request: 100 * MIB,
-                max_concurrent: 2,
+                per_call: MIB,
+                max_concurrent: 1,
+                max_waiting: 100,
             }
         );
         assert!(p.is_viable());
-        assert_eq!(p.bodies + p.connections + p.sessions + p.images, p.budget);
+        assert_eq!(
+            p.bodies + p.connections + p.sessions + p.calls + p.images,
+            p.budget
+        );
+
+        // Stateless: no sessions, their share waits for Gemini instead.
+        let stateless = Edge::Http { sessions: false };
+        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, stateless);
+        assert_eq!((p.sessions, p.calls, p.images), (0, 150 * MIB, 175 * MIB));
+
+        // Stdio: nothing for the edge; the image path keeps its old share.
+        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, Edge::Stdio);
+        assert_eq!(
+            (p.bodies, p.connections, p.sessions, p.calls, p.images),
+            (0, 0, 0, 50 * MIB, 275 * MIB)
+        );
+        assert_eq!((p.max_concurrent, p.max_waiting), (2, 50));
 
         // Image share smaller than one request: not viable.
-        let p = plan(256 * MIB, 56 * MIB, 0.5, 56 * MIB);
+        let p = plan(256 * MIB, 56 * MIB, 0.5, 56 * MIB, MIB, Edge::Stdio);
         assert_eq!(
             (p.budget, p.images, p.max_concurrent),
             (100 * MIB, 55 * MIB, 0)
         );
         assert!(!p.is_viable());
         // Exactly one fits.
-        assert_eq!(plan(256 * MIB, 56 * MIB, 0.5, 55 * MIB).max_concurrent, 1);
+        let p = plan(256 * MIB, 56 * MIB, 0.5, 55 * MIB, MIB, Edge::Stdio);
+        assert_eq!(p.max_concurrent, 1);
+        // No room for one waiting call: not viable either.
+        let p = plan(256 * MIB, 56 * MIB, 0.5, MIB, 20 * MIB, Edge::Stdio);
+        assert!(!p.is_viable());
 
         // Baseline above the limit saturates to nothing.
-        let p = plan(100 * MIB, 200 * MIB, 0.7, MIB);
+        let p = plan(100 * MIB, 200 * MIB, 0.7, MIB, MIB, http);
         assert_eq!((p.budget, p.max_concurrent), (0, 0));
 
         // Fractions are clamped; NaN is 0.
-        assert_eq!(plan(100 * MIB, 0, 1.5, MIB).budget, 100 * MIB);
-        assert_eq!(plan(100 * MIB, 0, -1.0, MIB).budget, 0);
-        assert_eq!(plan(100 * MIB, 0, f64::NAN, MIB).budget, 0);
-        assert_eq!(plan(u64::MAX, 0, 1.0, MIB).budget, u64::MAX);
-        assert_eq!(plan(100 * MIB, 0, 0.5, 0).max_concurrent, 0);
+        assert_eq!(plan(100 * MIB, 0, 1.5, MIB, MIB, http).budget, 100 * MIB);
+        assert_eq!(plan(100 * MIB, 0, -1.0, MIB, MIB, http).budget, 0);
+        assert_eq!(plan(100 * MIB, 0, f64::NAN, MIB, MIB, http).budget, 0);
+        assert_eq!(plan(u64::MAX, 0, 1.0, MIB, MIB, http).budget, u64::MAX);
+        assert_eq!(plan(100 * MIB, 0, 0.5, 0, MIB, http).max_concurrent, 0);
+        assert_eq!(plan(100 * MIB, 0, 0.5, MIB, 0, http).max_waiting, 0);
     }
 }

@@ -63,7 +63,8 @@ pub struct Job {
     request: ImageRequest,
     /// `generated` or `edited`: the blob name's prefix.
     prefix: &'static str,
-    /// Memory the request's input streams need beyond the output path.
+    /// Memory the request's input streams need while the body is sent,
+    /// beyond a waiting call's own.
     extra_reservation: u64,
     /// Input files the body streams from; kept until the call ends.
     _inputs: Vec<Prepared>,
@@ -117,6 +118,20 @@ pub struct PipelineConfig {
     pub naive: bool,
 }
 
+/// What one call holds while it waits for Gemini (measured over stateless
+/// HTTP, where it is largest: rmcp's per-request service with its
+/// channels, the tool's future, the Gemini connection's buffers). The
+/// HTTP connection and the request body are paid for separately, at the
+/// edge. 500 such calls held 41 MiB above idle (83 KiB each, 17 of them
+/// the connection); BENCHMARKS.md has the command.
+pub const WAITING_CALL_BYTES: u64 = 72 << 10;
+
+/// How long a call whose response has started waits for the image path's
+/// memory before it gives up. Longer than the admission queue's wait:
+/// such a call has already been paid for by Gemini, and the wait ends as
+/// soon as any streaming call finishes.
+pub const STREAM_WAIT: Duration = Duration::from_secs(120);
+
 impl PipelineConfig {
     /// The most memory one request's output path can hold at once: the
     /// block being filled, one more (the first block, held back until the
@@ -135,6 +150,12 @@ impl PipelineConfig {
 pub struct Pipeline {
     pub gemini: GeminiClient,
     pub store: Arc<Store>,
+    /// Calls admitted and not yet streaming: `WAITING_CALL_BYTES` each
+    /// (plus an edit's input buffers), in a bounded FIFO queue.
+    pub calls: Budget,
+    /// Responses streaming image bytes: `per_request_bytes` each. Only a
+    /// call holding a `calls` reservation waits here, so this queue is
+    /// bounded by that budget.
     pub budget: Budget,
     pub cfg: PipelineConfig,
     /// Block buffers shared by all requests.
@@ -178,26 +199,47 @@ impl Pipeline {
         progress: &dyn Progress,
         cancel: &CancellationToken,
     ) -> Result<StoredImage, PipelineError> {
-        let need = self.cfg.per_request_bytes() + job.extra_reservation;
-        let _reservation = tokio::select! {
+        // Two reservations, taken in one order (calls, then images) and
+        // never the other way round, so no cycle of waits can form: a call
+        // waiting for image memory holds only a call reservation, and
+        // image holders wait for nothing but Gemini and storage, which
+        // end within their timeouts.
+        let waiting = WAITING_CALL_BYTES + job.extra_reservation;
+        let _call = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
-            r = self.budget.reserve(need, job.prefix) => r?,
+            r = self.calls.reserve(waiting, job.prefix) => r?,
         };
         progress.stage(Stage::Requesting);
         let started = Instant::now();
         let observer = RetryToProgress(progress);
-        let response = tokio::select! {
+        let mut response = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
             r = self.gemini.generate(&job.request, &observer) => r?,
         };
         progress.stage(Stage::Waiting);
+        // Waiting costs nothing: the image path's memory is taken when the
+        // first bytes of the body arrive. Until it is granted, this call
+        // reads no further, and flow control keeps the rest of the body
+        // on Gemini's side.
+        let first = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
+            c = response.next_chunk() => c?,
+        };
+        let _image = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
+            r = self.budget.reserve(self.cfg.per_request_bytes(), job.prefix) => r?,
+        };
         if self.cfg.naive {
-            return self.naive(response, job, started).await;
+            return self.naive(first, response, job, started).await;
         }
         let mut images = Images::new(Arc::clone(&self.store), job.prefix);
-        let outcome = self.stream(response, &mut images, progress, cancel).await;
+        let outcome = self
+            .stream(first, response, &mut images, progress, cancel)
+            .await;
         // Gemini's last byte has been read: what follows is the latency
         // this server adds (the last block, the commit).
         let body_done = Instant::now();
@@ -268,6 +310,7 @@ impl Pipeline {
     /// are sealed.
     async fn stream(
         &self,
+        first: Option<bytes::Bytes>,
         mut response: gemini::Response,
         images: &mut Images,
         progress: &dyn Progress,
@@ -276,19 +319,17 @@ impl Pipeline {
         let mut extractor =
             Extractor::with_pool(response.framing, self.cfg.limits, self.pool.clone());
         let mut events = Vec::new();
-        loop {
-            let chunk = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
-                n = response.next_chunk() => match n? {
-                    Some(c) => c,
-                    None => break,
-                },
-            };
+        let mut next = first;
+        while let Some(chunk) = next {
             extractor.feed(&chunk, &mut events)?;
             for ev in events.drain(..) {
                 images.handle(ev, progress).await?;
             }
+            next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
+                n = response.next_chunk() => n?,
+            };
         }
         Ok(extractor.finish()?)
     }

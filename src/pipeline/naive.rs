@@ -17,12 +17,13 @@ impl Pipeline {
     /// The buffered reference path (see `PipelineConfig::naive`).
     pub(super) async fn naive(
         &self,
+        first: Option<Bytes>,
         mut response: gemini::Response,
         job: Job,
         started: Instant,
     ) -> Result<StoredImage, PipelineError> {
         use base64::Engine as _;
-        let mut body = Vec::new();
+        let mut body = first.map(Vec::from).unwrap_or_default();
         while let Some(c) = response.next_chunk().await? {
             body.extend_from_slice(&c);
         }

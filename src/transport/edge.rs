@@ -291,9 +291,7 @@ pub async fn accept_loop(
             if let Ok(p) = Arc::clone(&refusing).try_acquire_owned() {
                 tokio::spawn(async move {
                     let _p = p;
-                    let mut tcp = tcp;
-                    const MSG: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 46\r\nConnection: close\r\n\r\nserver busy: too many connections; retry soon\n";
-                    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(MSG)).await;
+                    refuse_connection(tcp).await;
                 });
             }
             continue;
@@ -322,6 +320,35 @@ pub async fn accept_loop(
             stats.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// Write a short 503 to a connection over the cap, then read and drop
+/// what the client is still sending (a little, briefly) before closing:
+/// closing with unread bytes would make the kernel reset the connection,
+/// and the client would see the reset, not the answer.
+async fn refuse_connection(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt as _;
+    const MSG: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 46\r\nConnection: close\r\n\r\nserver busy: too many connections; retry soon\n";
+    const DRAIN_BYTES: usize = 64 << 10;
+    const DRAIN_TIME: Duration = Duration::from_millis(250);
+    if tokio::time::timeout(Duration::from_secs(1), tcp.write_all(MSG))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut seen = 0;
+        while seen < DRAIN_BYTES {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
 }
 
 #[cfg(test)]

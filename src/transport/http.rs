@@ -338,16 +338,16 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
     // One shutdown path: stop being ready, refuse new work, let calls finish.
     state.draining.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let in_flight = app.budget().stats().in_flight;
+    let in_flight = app.calls().stats().in_flight;
     tracing::info!(
         in_flight,
         grace_s = cfg.shutdown_grace.as_secs(),
         "draining"
     );
-    while app.budget().stats().in_flight > 0 && started.elapsed() < cfg.shutdown_grace {
+    while app.calls().stats().in_flight > 0 && started.elapsed() < cfg.shutdown_grace {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let left = app.budget().stats().in_flight;
+    let left = app.calls().stats().in_flight;
     if left > 0 {
         tracing::warn!(left, "grace period over; abandoning calls still in flight");
     }

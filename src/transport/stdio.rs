@@ -23,7 +23,7 @@ pub async fn serve(service: Service, max_line_bytes: usize) -> Result<(), StartE
     let (stdin, stdout) = rmcp::transport::stdio();
     let transport =
         AsyncRwTransport::new_server(stdin, stdout).with_max_line_length(max_line_bytes);
-    let budget = app.budget().clone();
+    let calls = app.calls().clone();
     let service = service
         .session()
         .serve(transport)
@@ -36,7 +36,7 @@ pub async fn serve(service: Service, max_line_bytes: usize) -> Result<(), StartE
         () = super::shutdown_signal() => {
             // Dropping the service drops every request future in flight.
             tracing::info!(
-                in_flight = budget.stats().in_flight,
+                in_flight = calls.stats().in_flight,
                 "signal received; cancelling calls in flight and exiting"
             );
         }
