@@ -398,6 +398,11 @@ pub struct Config {
     /// Where downloaded inputs wait while they are sent (deleted after).
     #[arg(long, env = "NANO_BANANA_TEMP_DIR")]
     pub temp_dir: Option<PathBuf>,
+    /// Most bytes all calls' input temp files may hold on disk together
+    /// (the example k8s /tmp emptyDir is 256Mi); past it, an input is
+    /// refused as busy before it is written.
+    #[arg(long, env = "NANO_BANANA_MAX_TEMP_BYTES", default_value = "192MiB", value_parser = size_arg)]
+    pub max_temp_bytes: u64,
     /// Sessions whose last image is remembered for continue_editing.
     #[arg(long, env = "NANO_BANANA_MAX_SESSIONS", default_value_t = 10_000)]
     pub max_sessions: usize,
@@ -487,6 +492,7 @@ impl Config {
                 max_input_bytes: self.max_input_bytes,
                 max_total_bytes: self.max_total_input_bytes,
                 temp_dir: self.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+                max_temp_bytes: self.max_temp_bytes,
             },
             transport,
             allow_configure_token,

@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::extract::sniff::{self, ImageFormat};
 use crate::gemini::InlineFile;
+use crate::memory::{Budget, Reservation};
 use crate::store::Store;
 
 /// What inputs may be.
@@ -82,6 +83,53 @@ pub enum InputError {
     TooMany { n: usize, max: usize, model: String },
     #[error("{what}: {reason}")]
     DataUri { what: String, reason: String },
+    #[error(
+        "server busy: {what} needs {need} bytes of temp disk and the inputs of other calls hold the rest of --max-temp-bytes ({cap}); retry in a few seconds"
+    )]
+    DiskBusy { what: String, need: u64, cap: u64 },
+    #[error(
+        "server busy: {0} calls' inputs are being fetched and this one waited {1} s for its turn; retry in a few seconds"
+    )]
+    PrepareBusy(usize, u64),
+}
+
+/// Calls whose inputs are fetched or decoded at once: each holds a read
+/// buffer, a decode buffer and, for a download, a connection's buffers
+/// (~1 MiB at most), outside the calls budget, which is taken after.
+pub const PREPARE_AT_ONCE: usize = 4;
+/// How long a call waits for its turn to prepare inputs.
+pub const PREPARE_WAIT: Duration = Duration::from_secs(60);
+/// Temp files older than this at start-up were left by a process that
+/// died (no call lives this long); younger ones may belong to another
+/// server sharing the directory.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+const TEMP_PREFIX: &str = ".nano-banana-input-";
+
+/// Remove input temp files a crashed process left in `dir`; errors are
+/// logged, never fatal.
+pub fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut removed = 0u32;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= STALE_TEMP_AGE);
+        if old && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, dir = %dir.display(), "removed input temp files left by an earlier run");
+    }
 }
 
 /// Deletes a temp file when the call is over.
@@ -100,7 +148,9 @@ pub struct Prepared {
     pub path: PathBuf,
     pub len: u64,
     pub format: ImageFormat,
+    // Field order matters: the file goes before its disk reservation.
     _temp: Option<TempFile>,
+    _disk: Option<Reservation>,
 }
 
 impl Prepared {
@@ -118,6 +168,10 @@ impl Prepared {
 pub struct Fetcher {
     pub rules: InputRules,
     pub store: Arc<Store>,
+    /// Temp disk for inputs, paid before a byte is written (try only).
+    pub disk: Budget,
+    /// Turns to prepare inputs (`PREPARE_AT_ONCE`).
+    pub preparing: Arc<tokio::sync::Semaphore>,
 }
 
 /// A shortened form of an input spec for messages (no query strings, no
@@ -225,9 +279,18 @@ impl Fetcher {
 
     fn temp_path(&self) -> PathBuf {
         let id: u64 = rand::random();
-        self.rules
-            .temp_dir
-            .join(format!(".nano-banana-input-{id:016x}"))
+        self.rules.temp_dir.join(format!("{TEMP_PREFIX}{id:016x}"))
+    }
+
+    /// Temp disk for `bytes`, or why not.
+    fn disk_for(&self, bytes: u64, what: &str) -> Result<Reservation, InputError> {
+        self.disk
+            .try_reserve(bytes)
+            .map_err(|_| InputError::DiskBusy {
+                what: what.to_string(),
+                need: bytes,
+                cap: self.disk.config().total_bytes,
+            })
     }
 
     async fn load_data_uri(&self, rest: &str, what: &str) -> Result<Prepared, InputError> {
@@ -247,6 +310,7 @@ impl Fetcher {
                 cap: self.rules.max_input_bytes,
             });
         }
+        let disk = self.disk_for(data.len() as u64 / 4 * 3, what)?;
         let tmp = TempFile(self.temp_path());
         let mut file = create_private(&tmp.0)
             .await
@@ -270,6 +334,7 @@ impl Fetcher {
         drop(file);
         let mut p = check_file(&tmp.0, what, self.rules.max_input_bytes).await?;
         p._temp = Some(tmp);
+        p._disk = Some(disk);
         Ok(p)
     }
 
@@ -284,7 +349,8 @@ impl Fetcher {
             .get_stream(name)
             .await
             .map_err(|e| download_err(what, e.to_string()))?;
-        self.save_capped(stream.map(|c| c.map_err(|e| e.to_string())), what)
+        let expected = self.rules.max_input_bytes;
+        self.save_capped(stream.map(|c| c.map_err(|e| e.to_string())), expected, what)
             .await
     }
 
@@ -293,8 +359,11 @@ impl Fetcher {
     async fn save_capped(
         &self,
         mut stream: impl futures::Stream<Item = Result<Bytes, String>> + Unpin,
+        expected: u64,
         what: &str,
     ) -> Result<Prepared, InputError> {
+        // The declared size (or the cap) is paid before a byte is written.
+        let disk = self.disk_for(expected.min(self.rules.max_input_bytes), what)?;
         let tmp = TempFile(self.temp_path());
         let mut file = create_private(&tmp.0)
             .await
@@ -320,6 +389,7 @@ impl Fetcher {
         drop(file);
         let mut p = check_file(&tmp.0, what, self.rules.max_input_bytes).await?;
         p._temp = Some(tmp);
+        p._disk = Some(disk);
         Ok(p)
     }
 
@@ -423,10 +493,13 @@ impl Fetcher {
                 cap: self.rules.max_input_bytes,
             });
         }
+        // hyper stops a body at its Content-Length, so that is what the
+        // file can grow to; without one, the cap.
+        let expected = resp.content_length().unwrap_or(self.rules.max_input_bytes);
         let stream = resp
             .bytes_stream()
             .map(|c| c.map_err(|e| short_reqwest(&e)));
-        self.save_capped(stream, what).await
+        self.save_capped(stream, expected, what).await
     }
 
     /// Prepare every input, enforcing the per-model count and the total cap.
@@ -443,6 +516,15 @@ impl Fetcher {
                 model: model.to_string(),
             });
         }
+        let started = std::time::Instant::now();
+        let _turn = tokio::time::timeout(PREPARE_WAIT, Arc::clone(&self.preparing).acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(InputError::PrepareBusy(
+                PREPARE_AT_ONCE,
+                started.elapsed().as_secs(),
+            ))?;
         let mut out = Vec::with_capacity(specs.len());
         let mut total = 0;
         for s in specs {
@@ -534,6 +616,7 @@ async fn check_file(path: &Path, what: &str, cap: u64) -> Result<Prepared, Input
         len: meta.len(),
         format,
         _temp: None,
+        _disk: None,
     })
 }
 
@@ -614,5 +697,97 @@ mod tests {
             describe("data:image/png;base64,AAAA"),
             "data:image/png;base64,…"
         );
+    }
+
+    fn fetcher(dir: &Path, disk_bytes: u64) -> Fetcher {
+        let store = crate::store::local::LocalStore::open(dir).expect("store");
+        Fetcher {
+            rules: InputRules {
+                allowed_dirs: Vec::new(),
+                enforce_dirs: false,
+                allow_hosts: Vec::new(),
+                max_input_bytes: 1 << 20,
+                max_total_bytes: 2 << 20,
+                temp_dir: dir.to_path_buf(),
+                download_timeout: Duration::from_secs(5),
+                max_redirects: 0,
+            },
+            store: Arc::new(Store::Local(store)),
+            disk: Budget::new(crate::memory::BudgetConfig {
+                total_bytes: disk_bytes,
+                max_queue: 0,
+                queue_timeout: Duration::ZERO,
+            }),
+            preparing: Arc::new(tokio::sync::Semaphore::new(PREPARE_AT_ONCE)),
+        }
+    }
+
+    fn png_data_uri(len: usize) -> String {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.resize(len, 7);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
+        format!("data:image/png;base64,{b64}")
+    }
+
+    fn temp_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .expect("dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn temp_disk_is_paid_before_writing_and_given_back() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = fetcher(dir.path(), 300 << 10);
+        let uri = png_data_uri(200 << 10);
+        let first = f
+            .prepare_all(std::slice::from_ref(&uri), "gemini-2.5-flash-image")
+            .await;
+        let first = first.expect("fits the disk budget");
+        assert!(f.disk.stats().reserved_bytes >= 200 << 10);
+        // A second one does not fit while the first is held: refused
+        // before anything is written.
+        let err = f
+            .prepare_all(std::slice::from_ref(&uri), "gemini-2.5-flash-image")
+            .await
+            .expect_err("over the disk budget");
+        assert!(matches!(err, InputError::DiskBusy { .. }), "{err}");
+        assert!(err.to_string().contains("--max-temp-bytes"), "{err}");
+        assert_eq!(temp_files(dir.path()), 1, "only the first one's file");
+        drop(first);
+        assert_eq!(f.disk.stats().reserved_bytes, 0);
+        assert_eq!(temp_files(dir.path()), 0);
+        let again = f.prepare_all(&[uri], "gemini-2.5-flash-image").await;
+        assert!(again.is_ok(), "room again once the first is gone");
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_at_start() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let old = dir.path().join(format!("{TEMP_PREFIX}0000000000000001"));
+        let young = dir.path().join(format!("{TEMP_PREFIX}0000000000000002"));
+        let other = dir.path().join("someone-else.png");
+        for p in [&old, &young, &other] {
+            std::fs::write(p, b"x").expect("write");
+        }
+        let long_ago = std::time::SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(60);
+        for p in [&old, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .and_then(|f| f.set_modified(long_ago))
+                .expect("set mtime");
+        }
+        remove_stale_temp_files(dir.path());
+        assert!(!old.exists(), "a crash's leftover goes");
+        assert!(
+            young.exists(),
+            "a live call's file (maybe another server's) stays"
+        );
+        assert!(other.exists(), "files that are not ours stay");
     }
 }

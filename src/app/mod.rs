@@ -46,6 +46,7 @@ pub struct InputSettings {
     pub max_input_bytes: u64,
     pub max_total_bytes: u64,
     pub temp_dir: PathBuf,
+    pub max_temp_bytes: u64,
 }
 
 /// Everything `App::build` needs, one small struct per consumer.
@@ -214,7 +215,14 @@ impl App {
                 .map_err(|e| StartError::Inputs(format!("--allowed-dir {}: {e}", d.display())))?;
             allowed_dirs.push(c);
         }
+        crate::inputs::remove_stale_temp_files(&s.inputs.temp_dir);
         let fetcher = Fetcher {
+            disk: Budget::new(memory::BudgetConfig {
+                total_bytes: s.inputs.max_temp_bytes,
+                max_queue: 0,
+                queue_timeout: Duration::ZERO,
+            }),
+            preparing: Arc::new(tokio::sync::Semaphore::new(crate::inputs::PREPARE_AT_ONCE)),
             rules: InputRules {
                 enforce_dirs: s.transport == Transport::Http || !allowed_dirs.is_empty(),
                 allowed_dirs,

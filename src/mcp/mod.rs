@@ -64,11 +64,20 @@ impl Drop for Live {
     }
 }
 
+/// The least the last-image memory may hold.
+pub const LAST_IMAGES_FLOOR: usize = 1 << 20;
+
 impl Service {
     pub fn new(app: SharedApp, sessions: SessionSettings) -> Self {
+        // Half the session share pays for live sessions (transport::http
+        // caps them), half for the last images they leave behind; over
+        // stdio (no share) one entry with a whole signature fits.
+        let last_images = usize::try_from(app.plan.sessions / 2)
+            .unwrap_or(usize::MAX)
+            .max(LAST_IMAGES_FLOOR);
         Self {
             app,
-            sessions: Arc::new(Sessions::new(sessions)),
+            sessions: Arc::new(Sessions::new(sessions, last_images)),
             tool_router: ImageServer::tool_router(),
             live: Arc::new(AtomicU64::new(0)),
         }

@@ -238,7 +238,7 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
     let max_sessions = cfg
         .max_sessions
         .map(|n| n as u64)
-        .unwrap_or((app.plan.sessions / edge::PER_SESSION).max(4));
+        .unwrap_or((app.plan.sessions / 2 / edge::PER_SESSION).max(4));
     let state = Arc::new(HttpState {
         app: Arc::clone(&app),
         service: service.clone(),
