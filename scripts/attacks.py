@@ -22,6 +22,10 @@ Attacks (every number is a flag):
   session_flood   2,000 initialize POSTs (new sessions, never closed), 32 at
                   a time
   data_uri_edits  24 concurrent edit_image calls with a ~6 MiB data: URI PNG
+  temp_disk_flood 40 concurrent edit_image calls, each downloading a 12 MiB
+                  PNG from a loopback server (allowed with --allow-url-host)
+                  while Gemini waits 3 s: the temp dir must stay under
+                  --max-temp-bytes (192 MiB), the rest refused as busy
   stateless_leak  `--stateless`, 300 sequential generate_image calls; RSS
                   growth after a 5 s settle
   progress_token  a tools/call whose _meta.progressToken is a 7 MiB string
@@ -388,6 +392,109 @@ async def data_uri_edits(ctx, srv):
     return out
 
 
+class PngServer:
+    """A loopback HTTP server (its own thread) answering every GET with the
+    same PNG and its Content-Length: edit inputs by URL, for the temp-disk
+    attack (the server allows the host with --allow-url-host)."""
+
+    def __init__(self, png):
+        import http.server
+        import threading
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(png)))
+                self.end_headers()
+                try:
+                    self.wfile.write(png)
+                except OSError:
+                    pass
+
+            def log_message(self, *_):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def dir_bytes(path):
+    total = 0
+    try:
+        for e in os.scandir(path):
+            try:
+                total += e.stat().st_size
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total
+
+
+async def temp_disk_flood(ctx, srv):
+    """Many edits whose input is a big download: the temp disk budget
+    (--max-temp-bytes) must refuse what does not fit before it is written,
+    so the temp dir never passes it (the k8s emptyDir would evict the pod)."""
+    a = ctx.args
+    tally = Tally()
+    sid = await d.aio_session(srv)
+    url = f"http://127.0.0.1:{ctx.png_server.port}/big.png"
+    marker = f"disk{os.getpid()}x{int(time.time())}"
+    peak = {"bytes": 0}
+    stop = asyncio.Event()
+
+    async def watch():
+        while not stop.is_set():
+            peak["bytes"] = max(peak["bytes"], dir_bytes(ctx.temp_dir))
+            await asyncio.sleep(0.02)
+
+    async def one(i):
+        rid = 100 + i
+        args = {"prompt": f"{marker}-{i} make it pink fake:size=65536 fake:latency={a.disk_latency_ms}",
+                "imagePath": url}
+        try:
+            r, m = await d.aio_call(srv, "edit_image", args, rid=rid, session=sid,
+                                    timeout=a.call_timeout)
+        except d.HttpError as e:
+            tally.add(*label(exc=e))
+            return
+        lab, detail = label(r, m)
+        if lab == "tool_busy" and "--max-temp-bytes" not in detail and "being fetched" not in detail:
+            lab = "tool_busy_other"
+        tally.add(lab, detail)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.gather(*(one(i) for i in range(a.disk_calls)))
+    stop.set()
+    await watcher
+    left = []
+    for _ in range(30):
+        left = os.listdir(ctx.temp_dir)
+        if not left:
+            break
+        await asyncio.sleep(0.1)
+    out = tally.out()
+    cap = a.disk_cap_mib * MiB
+    out.update({"calls": a.disk_calls, "input_mib": a.disk_input_mib,
+                "temp_cap_mib": a.disk_cap_mib, "temp_peak_mib": mib(peak["bytes"]),
+                "temp_files_left": len(left)})
+    good = sum(out["outcomes"].get(k, 0) for k in ("ok", "tool_busy"))
+    out["expectations"] = {
+        "every edit ok or refused for temp disk": good == a.disk_calls,
+        "some refused (the flood is bigger than the cap)": out["outcomes"].get("tool_busy", 0) > 0,
+        "temp dir never over --max-temp-bytes": peak["bytes"] <= cap,
+        "temp dir empty after": not left,
+    }
+    return out
+
+
 async def stateless_leak(ctx, srv):
     a = ctx.args
     tally = Tally()
@@ -471,6 +578,7 @@ def attack_list(args):
     for m in args.blowup_mib:
         out.append((f"json_blowup_{m:g}mib", blowup_attack(m), False))
     out += [("session_flood", session_flood, False), ("data_uri_edits", data_uri_edits, False),
+            ("temp_disk_flood", temp_disk_flood, False),
             ("stateless_leak", stateless_leak, True), ("progress_token", progress_token, False)]
     return out
 
@@ -481,6 +589,7 @@ class Ctx:
         self.cache = {}
         self.temp_dir = None
         self.server = None
+        self.png_server = None
 
 
 async def normal_call(srv, fake, marker, timeout):
@@ -535,7 +644,11 @@ def run_one(ctx, name, fn, stateless):
                                 # The flood's sessions must expire for the
                                 # normal call after it to get one.
                                 **({"NANO_BANANA_SESSION_IDLE_SECS": str(a.session_idle_s)}
-                                   if name == "session_flood" else {})})
+                                   if name == "session_flood" else {}),
+                                **({"NANO_BANANA_ALLOW_URL_HOSTS":
+                                    f"127.0.0.1:{ctx.png_server.port}",
+                                    "NANO_BANANA_MAX_TEMP_BYTES": f"{a.disk_cap_mib}MiB"}
+                                   if name == "temp_disk_flood" else {})})
     except RuntimeError as e:
         cg.kill_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -652,6 +765,13 @@ def main():
     g.add_argument("--edit-calls", type=int, default=24)
     g.add_argument("--edit-raw-mib", type=float, default=4.5,
                    help="PNG size before base64 (x4/3 in the data: URI)")
+    g = ap.add_argument_group("temp_disk_flood")
+    g.add_argument("--disk-calls", type=int, default=40)
+    g.add_argument("--disk-input-mib", type=float, default=12.0,
+                   help="PNG each edit downloads (Content-Length given)")
+    g.add_argument("--disk-cap-mib", type=int, default=192, help="--max-temp-bytes")
+    g.add_argument("--disk-latency-ms", type=int, default=3000,
+                   help="fake Gemini's wait, so inputs are held on disk meanwhile")
     g = ap.add_argument_group("stateless_leak")
     g.add_argument("--leak-calls", type=int, default=300)
     g.add_argument("--leak-max-growth-mib", type=float, default=5.0)
@@ -698,6 +818,8 @@ def main():
         cg = d.Cgroup(f"nbm-attacks-{os.getpid()}", args.limit_mib * MiB)
         fake = d.FakeGemini()
         ctx = Ctx(args, cg, fake, root)
+        if any(name == "temp_disk_flood" for name, _, _ in attacks):
+            ctx.png_server = PngServer(d.random_png(int(args.disk_input_mib * MiB), seed=5))
         print(json.dumps({"binary": d.BIN, "ops_listener": d.serve_supports("--ops-addr"),
                           "limit_mib": args.limit_mib, "cores": os.cpu_count(),
                           "nofile": want, "date": time.strftime("%Y-%m-%d %H:%M")}), flush=True)
@@ -726,6 +848,8 @@ def main():
     finally:
         if ctx and ctx.server:
             ctx.server.stop(grace=2)
+        if ctx and ctx.png_server:
+            ctx.png_server.stop()
         if fake:
             fake.stop()
         if cg:
