@@ -308,7 +308,10 @@ fn mcp_post(
 
 async fn wait_idle(base: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while metric(base, "requests_in_flight").await != 0.0 {
+    // Every call holds a calls reservation; a streaming one an image one too.
+    while metric(base, "calls_in_flight").await != 0.0
+        || metric(base, "requests_in_flight").await != 0.0
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the reservation was never released"

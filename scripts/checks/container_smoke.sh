@@ -283,10 +283,12 @@ say "HTTP: /metrics ok"
 mcp_post slow '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"generate_image","arguments":{"prompt":"smoke fake:size=200000 fake:latency=2000"}}}' \
   "${SESSION_HDRS[@]}" >"$W/slow.code" 2>"$W/slow.err" &
 SLOW_PID=$!
+inflight=0
 for _ in $(seq 1 100); do
-  curl -s --max-time 2 "$BASE/metrics" | grep -Eq '^nano_banana_requests_in_flight [1-9]' && break
+  curl -s --max-time 2 "$BASE/metrics" | grep -Eq '^nano_banana_calls_in_flight [1-9]' && { inflight=1; break; }
   sleep 0.1
 done
+[ "$inflight" = 1 ] || die "the slow call never showed in nano_banana_calls_in_flight"
 t0=$(date +%s%N)
 "${PODMAN[@]}" kill --signal TERM "$NAME" >/dev/null
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/readyz" || true)
