@@ -330,7 +330,7 @@ pub async fn demo(cmd: DemoCmd) -> Result<(), String> {
     let peak_rss = crate::memory::cgroup::proc_self_status_rss().map_or(0, |r| r.1);
     let _ = writeln!(
         out,
-        "\nedit input sent to Gemini: {}\nmemory: peak RSS {:.1} MiB (idle {:.1} MiB) for {:.1} MiB images; limit {:.0} MiB ({}), budget {:.0} MiB, {} requests at once",
+        "\nedit input sent to Gemini: {}\nmemory: peak RSS {:.1} MiB (idle {:.1} MiB) for {:.1} MiB images; limit {:.0} MiB ({}), budget {:.0} MiB: {} images streaming at once, {} calls waiting for Gemini",
         if input_ok {
             "byte-identical to the generated image"
         } else {
@@ -343,6 +343,7 @@ pub async fn demo(cmd: DemoCmd) -> Result<(), String> {
         app.limit.source,
         mib(app.plan.budget),
         app.plan.max_concurrent,
+        app.plan.max_waiting,
     );
     let _ = writeln!(
         out,
