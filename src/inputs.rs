@@ -99,34 +99,15 @@ pub enum InputError {
 pub const PREPARE_AT_ONCE: usize = 4;
 /// How long a call waits for its turn to prepare inputs.
 pub const PREPARE_WAIT: Duration = Duration::from_secs(60);
-/// Temp files older than this at start-up were left by a process that
-/// died (no call lives this long); younger ones may belong to another
-/// server sharing the directory.
-pub const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+/// Input temp files older than this at start-up were left by a process
+/// that died (see `store::local::STALE_AGE`).
+pub const STALE_TEMP_AGE: Duration = crate::store::local::STALE_AGE;
 const TEMP_PREFIX: &str = ".nano-banana-input-";
 
-/// Remove input temp files a crashed process left in `dir`; errors are
-/// logged, never fatal.
+/// Remove input temp files a crashed process left in `dir`.
 pub fn remove_stale_temp_files(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut removed = 0u32;
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if !name.to_string_lossy().starts_with(TEMP_PREFIX) {
-            continue;
-        }
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age >= STALE_TEMP_AGE);
-        if old && std::fs::remove_file(e.path()).is_ok() {
-            removed += 1;
-        }
-    }
+    let ours = |n: &str| n.starts_with(TEMP_PREFIX);
+    let removed = crate::store::local::remove_stale(dir, ours, STALE_TEMP_AGE);
     if removed > 0 {
         tracing::info!(removed, dir = %dir.display(), "removed input temp files left by an earlier run");
     }

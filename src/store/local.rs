@@ -18,11 +18,49 @@ pub struct LocalStore {
     dir: PathBuf,
 }
 
+/// Temp files older than this were left by a process that died (no call
+/// lives this long); younger ones may belong to another server sharing
+/// the directory.
+pub const STALE_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Remove the files in `dir` whose names `ours` accepts and that are at
+/// least `age` old; returns how many went. Errors skip a file.
+pub fn remove_stale(dir: &Path, ours: impl Fn(&str) -> bool, age: std::time::Duration) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if !ours(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a >= age);
+        if old && fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 impl LocalStore {
     /// Create the folder if needed and make sure it is writable.
+    /// Temp files of uploads a crashed process left (over an hour old)
+    /// are removed.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(|e| local_err(dir, &e))?;
         let dir = fs::canonicalize(dir).map_err(|e| local_err(dir, &e))?;
+        let ours = |n: &str| {
+            n.ends_with(".part") && (n.starts_with(".generated-") || n.starts_with(".edited-"))
+        };
+        let removed = remove_stale(&dir, ours, STALE_AGE);
+        if removed > 0 {
+            tracing::info!(removed, dir = %dir.display(), "removed upload temp files left by an earlier run");
+        }
         Ok(Self { dir })
     }
 
@@ -203,6 +241,37 @@ pub fn file_url(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_sweeps_only_old_upload_temp_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |n: &str| dir.path().join(n);
+        let old = [".generated-1-a.png.part", ".edited-2-b.jpg.part"];
+        let kept = [
+            ".generated-3-c.png.part", // young: maybe another server's live upload
+            "generated-4-d.png",       // a stored image
+            ".notes.part",             // not ours
+        ];
+        for n in old.iter().chain(&kept) {
+            fs::write(path(n), b"x").expect("write");
+        }
+        let long_ago =
+            std::time::SystemTime::now() - STALE_AGE - std::time::Duration::from_secs(60);
+        for n in old.iter().chain(&kept[1..]) {
+            fs::File::options()
+                .write(true)
+                .open(path(n))
+                .and_then(|f| f.set_modified(long_ago))
+                .expect("mtime");
+        }
+        LocalStore::open(dir.path()).expect("open");
+        for n in old {
+            assert!(!path(n).exists(), "{n} should be gone");
+        }
+        for n in kept {
+            assert!(path(n).exists(), "{n} should stay");
+        }
+    }
 
     #[tokio::test]
     async fn commit_renames_and_abort_leaves_nothing() {
