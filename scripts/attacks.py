@@ -333,6 +333,18 @@ async def session_flood(ctx, srv):
     return out
 
 
+async def files_left(path, within_s=3.0):
+    """What is still in `path` once it empties or `within_s` passes
+    (deletion may trail the reply by a moment)."""
+    left = os.listdir(path)
+    for _ in range(int(within_s / 0.1)):
+        if not left:
+            break
+        await asyncio.sleep(0.1)
+        left = os.listdir(path)
+    return left
+
+
 async def data_uri_edits(ctx, srv):
     a = ctx.args
     tally = Tally()
@@ -373,13 +385,7 @@ async def data_uri_edits(ctx, srv):
         tally.add(lab, detail)
 
     await asyncio.gather(*(one(i) for i in range(a.edit_calls)))
-    # Deletion may trail the reply by a moment.
-    left = []
-    for _ in range(30):
-        left = os.listdir(ctx.temp_dir)
-        if not left:
-            break
-        await asyncio.sleep(0.1)
+    left = await files_left(ctx.temp_dir)
     out = tally.out()
     out.update({"calls": a.edit_calls, "data_uri_mib": mib(len(uri)),
                 "temp_files_left": len(left), "temp_left_sample": left[:5]})
@@ -474,12 +480,7 @@ async def temp_disk_flood(ctx, srv):
     await asyncio.gather(*(one(i) for i in range(a.disk_calls)))
     stop.set()
     await watcher
-    left = []
-    for _ in range(30):
-        left = os.listdir(ctx.temp_dir)
-        if not left:
-            break
-        await asyncio.sleep(0.1)
+    left = await files_left(ctx.temp_dir)
     out = tally.out()
     cap = a.disk_cap_mib * MiB
     out.update({"calls": a.disk_calls, "input_mib": a.disk_input_mib,
