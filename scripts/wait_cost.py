@@ -74,6 +74,9 @@ def main():
     ap.add_argument("-n", type=int, default=500)
     ap.add_argument("--settle-s", type=float, default=10.0)
     ap.add_argument("--modes", default="conns,waiting,queued")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="extra server argument, e.g. --server-arg=--direct-calls=false "
+                         "(every call through rmcp's per-request service)")
     args = ap.parse_args()
     if not (os.path.exists(d.BIN) and os.path.exists(d.FAKE_BIN)):
         sys.exit(f"needs release binaries {d.BIN} and {d.FAKE_BIN}")
@@ -85,7 +88,7 @@ def main():
         for mode in args.modes.split(","):
             out = tempfile.mkdtemp(prefix="nbm-cost-")
             extra = ["--queue-max", str(2 * args.n), "--queue-timeout-secs", "120",
-                     "--max-connections", str(2 * args.n)]
+                     "--max-connections", str(2 * args.n)] + args.server_arg
             if mode == "queued":
                 # Room for one streaming response and ~120 waiting calls.
                 extra += ["--memory-limit", "52MiB"]

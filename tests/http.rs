@@ -483,3 +483,251 @@ async fn edge_refuses_what_it_cannot_pay_for() {
     let (code, log) = srv.sigterm().await;
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// A JSON-RPC message without what differs from call to call (URLs, blob
+/// names, times, hashes): every string and number inside a successful
+/// tool result is blanked; content blocks keep their types.
+fn message_shape(mut v: serde_json::Value) -> String {
+    fn blank(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) => *s = "<s>".into(),
+            serde_json::Value::Number(_) => *v = json!(0),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(blank),
+            serde_json::Value::Object(o) => o.values_mut().for_each(blank),
+            _ => {}
+        }
+    }
+    let ok = v["result"]["isError"] != json!(true);
+    if ok && let Some(result) = v.get_mut("result") {
+        if let Some(x) = result.get_mut("structuredContent") {
+            blank(x);
+        }
+        if let Some(x) = result.get_mut("content") {
+            let types: Vec<serde_json::Value> = x
+                .as_array()
+                .map(|a| a.iter().map(|b| b["type"].clone()).collect())
+                .unwrap_or_default();
+            blank(x);
+            *x = json!({"types": types, "blocks": x.clone()});
+        }
+    }
+    v.to_string()
+}
+
+/// Status, media type and the messages of a reply (JSON, or the data
+/// lines of SSE), each reduced by [`message_shape`].
+async fn reply_shape(r: reqwest::Response) -> String {
+    let status = r.status().as_u16();
+    let media = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text = r.text().await.expect("body");
+    let messages: Vec<String> = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) => vec![message_shape(v)],
+        Err(_) => text
+            .lines()
+            .filter(|l| !l.starts_with("id:") && !l.is_empty())
+            .map(|l| {
+                l.strip_prefix("data:")
+                    .and_then(|d| serde_json::from_str(d.trim()).ok())
+                    .map_or_else(|| l.to_string(), message_shape)
+            })
+            .collect(),
+    };
+    format!("{status} {media} {}", messages.join("|"))
+}
+
+/// The direct path (stateless tool calls without rmcp's per-request
+/// service) answers exactly as rmcp does, on every revision, and leaves
+/// everything it does not take to rmcp: the same requests against a
+/// server with `--direct-calls false` give the same replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_calls_answer_as_rmcp_does() {
+    let fake = fake().await;
+    let dir_a = tempfile::tempdir().expect("tmp");
+    let dir_b = tempfile::tempdir().expect("tmp");
+    let direct = start_http(&fake.base_url(), dir_a.path(), &["--stateless"]).await;
+    let via_rmcp = start_http(
+        &fake.base_url(),
+        dir_b.path(),
+        &["--stateless", "--direct-calls", "false"],
+    )
+    .await;
+
+    let png = nano_banana_mcp::testkit::images::synth(
+        nano_banana_mcp::testkit::images::Format::Png,
+        20_000,
+        9,
+    )
+    .bytes;
+    let data_uri = {
+        use base64::Engine as _;
+        format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&png)
+        )
+    };
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let call = |name: &str, args: serde_json::Value, meta: Option<&serde_json::Value>| {
+        let mut params = json!({"name": name, "arguments": args});
+        if let Some(m) = meta {
+            params["_meta"] = m.clone();
+        }
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params})
+    };
+    let gen_args = json!({"prompt": "a red square fake:size=30000"});
+    let current: &[(&str, &str)] = &[
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "generate_image"),
+    ];
+    // (what, headers beyond the usual ones, body, taken by the direct path)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, serde_json::Value, bool);
+    let cases: Vec<Case> = vec![
+        (
+            "no version header",
+            vec![],
+            call("generate_image", gen_args.clone(), None),
+            true,
+        ),
+        (
+            "2025-06-18",
+            vec![("mcp-protocol-version", "2025-06-18")],
+            call("generate_image", gen_args.clone(), None),
+            true,
+        ),
+        (
+            "2025-11-25 edit of a data: URI",
+            vec![("mcp-protocol-version", "2025-11-25")],
+            call(
+                "edit_image",
+                json!({"imagePath": data_uri, "prompt": "pink fake:size=30000"}),
+                None,
+            ),
+            true,
+        ),
+        (
+            "2026-07-28",
+            current.to_vec(),
+            call("generate_image", gen_args.clone(), Some(&meta)),
+            true,
+        ),
+        (
+            "tool error: empty prompt",
+            vec![("mcp-protocol-version", "2025-11-25")],
+            call("generate_image", json!({"prompt": " "}), None),
+            true,
+        ),
+        (
+            "tool error: bad aspect ratio, 2026-07-28",
+            current.to_vec(),
+            call(
+                "generate_image",
+                json!({"prompt": "x", "aspectRatio": "7:3"}),
+                Some(&meta),
+            ),
+            true,
+        ),
+        (
+            "tool error: unreadable input",
+            vec![],
+            call(
+                "edit_image",
+                json!({"imagePath": "data:image/png;base64,!!!!", "prompt": "x"}),
+                None,
+            ),
+            true,
+        ),
+        (
+            "2026-07-28 without Mcp-Name",
+            current[..2].to_vec(),
+            call("generate_image", gen_args.clone(), Some(&meta)),
+            false,
+        ),
+        (
+            "2026-07-28 without _meta",
+            current.to_vec(),
+            call("generate_image", gen_args.clone(), None),
+            false,
+        ),
+        (
+            "Mcp-Name disagrees",
+            vec![
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "edit_image"),
+            ],
+            call("generate_image", gen_args.clone(), Some(&meta)),
+            false,
+        ),
+        (
+            "unknown version",
+            vec![("mcp-protocol-version", "2030-01-01")],
+            call("generate_image", gen_args.clone(), None),
+            false,
+        ),
+        (
+            "invalid arguments",
+            vec![],
+            call("generate_image", json!({"prompt": 5}), None),
+            false,
+        ),
+        (
+            "progress asked for",
+            vec![],
+            {
+                let mut c = call("generate_image", gen_args.clone(), None);
+                c["params"]["_meta"] = json!({"progressToken": "p1"});
+                c
+            },
+            false,
+        ),
+        (
+            "another tool",
+            vec![],
+            call("get_last_image_info", json!({}), None),
+            false,
+        ),
+        (
+            "tools/list",
+            vec![],
+            json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list", "params": {}}),
+            false,
+        ),
+    ];
+    let taken = cases.iter().filter(|c| c.3).count() as f64;
+    for (what, headers, body, _) in &cases {
+        let mut shapes = Vec::new();
+        for srv in [&direct, &via_rmcp] {
+            let mut r = reqwest::Client::new()
+                .post(format!("{}/mcp", srv.base))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .json(body);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            shapes.push(reply_shape(r.send().await.expect("post")).await);
+        }
+        assert_eq!(shapes[0], shapes[1], "{what}");
+    }
+    // The comparison means something only if the direct path served the
+    // cases it should, and only those.
+    assert_eq!(metric(&direct.base, "direct_calls_total").await, taken);
+    assert_eq!(metric(&via_rmcp.base, "direct_calls_total").await, 0.0);
+    // Both stored the same images.
+    assert_eq!(files_in(dir_a.path()).len(), files_in(dir_b.path()).len());
+    assert_eq!(files_in(dir_a.path()).len(), 5);
+    for srv in [direct, via_rmcp] {
+        let (code, log) = srv.sigterm().await;
+        assert_eq!(code, Some(0));
+        assert_no_secret(&log, &[TOKEN]);
+    }
+}

@@ -16,11 +16,12 @@ use rmcp::handler::server::common::schema_for_output;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, ProgressToken,
-    Resource, ServerCapabilities, ServerConfig,
+    CallToolResult, ContentBlock, Implementation, JsonObject, ProgressNotificationParam,
+    ProgressToken, Resource, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{Peer, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{KeyError, SharedApp, Transport};
 use crate::gemini::models;
@@ -151,6 +152,89 @@ const MAX_PROGRESS_TOKEN_BYTES: usize = 1024;
 /// (progress is advice; the result is what counts).
 const PROGRESS_QUEUE: usize = 16;
 
+/// What a tool call needs from the transport that carries it: a token
+/// that is cancelled when the client goes away or cancels, where to send
+/// progress (if the client asked for it), and what the transport itself
+/// holds for the call beyond what the pipeline counts.
+pub struct CallCtx {
+    ct: CancellationToken,
+    progress: Option<(ProgressToken, Peer<RoleServer>)>,
+    overhead: u64,
+}
+
+/// What rmcp's per-request service holds for a stateless HTTP call:
+/// four tokio channels whose first block is 32 messages of ~370 bytes,
+/// and their tasks. Measured: a waiting call through it costs 33 KiB more
+/// than on the direct path (`transport::direct`), which does not pay it
+/// (BENCHMARKS.md, "Calls waiting for Gemini").
+pub const RMCP_STATELESS_CALL_BYTES: u64 = 40 << 10;
+
+impl CallCtx {
+    /// A call that came through rmcp.
+    fn rmcp(app: &crate::app::App, ctx: &RequestContext<RoleServer>) -> Self {
+        let progress = ctx.meta.get_progress_token().filter(|t| {
+            let len = serde_json::to_string(t).map_or(usize::MAX, |s| s.len());
+            if len > MAX_PROGRESS_TOKEN_BYTES {
+                tracing::debug!(len, "progress token too long; no progress for this call");
+            }
+            len <= MAX_PROGRESS_TOKEN_BYTES
+        });
+        let stateless = app.transport == Transport::Http && app.stateless;
+        Self {
+            ct: ctx.ct.clone(),
+            progress: progress.map(|t| (t, ctx.peer.clone())),
+            overhead: if stateless {
+                RMCP_STATELESS_CALL_BYTES
+            } else {
+                0
+            },
+        }
+    }
+
+    /// A call served without rmcp (no progress: the direct path takes
+    /// only calls that did not ask for it).
+    pub fn direct(ct: CancellationToken) -> Self {
+        Self {
+            ct,
+            progress: None,
+            overhead: 0,
+        }
+    }
+}
+
+/// A stateless `tools/call` the transport can serve without rmcp: the
+/// image tools, whose calls wait longest. Anything else goes to rmcp.
+pub enum DirectCall {
+    Generate(GenerateArgs),
+    Edit(EditArgs),
+}
+
+impl DirectCall {
+    /// The call, if `name` is a direct tool and its arguments parse as
+    /// rmcp would parse them; `None` leaves the request to rmcp, which
+    /// then gives its own answer (an unknown tool, invalid params).
+    pub fn parse(name: &str, arguments: Option<JsonObject>) -> Option<Self> {
+        let args = serde_json::Value::Object(arguments.unwrap_or_default());
+        match name {
+            "generate_image" => serde_json::from_value(args).ok().map(Self::Generate),
+            "edit_image" => serde_json::from_value(args).ok().map(Self::Edit),
+            _ => None,
+        }
+    }
+}
+
+impl Service {
+    /// Run a direct call to its result.
+    pub async fn call_direct(&self, call: DirectCall, ct: CancellationToken) -> CallToolResult {
+        let server = self.session();
+        let ctx = CallCtx::direct(ct);
+        match call {
+            DirectCall::Generate(args) => server.generate(args, &ctx).await,
+            DirectCall::Edit(args) => server.edit(args, &ctx).await,
+        }
+    }
+}
+
 /// Sends MCP progress notifications when the client asked for them: in
 /// order, through one task per call, and all of them before the result
 /// (`finish`).
@@ -163,18 +247,12 @@ struct McpProgress<'a> {
 }
 
 impl<'a> McpProgress<'a> {
-    fn new(app: &'a crate::app::App, ctx: &RequestContext<RoleServer>) -> Self {
-        let token = ctx.meta.get_progress_token().filter(|t| {
-            let len = serde_json::to_string(t).map_or(usize::MAX, |s| s.len());
-            if len > MAX_PROGRESS_TOKEN_BYTES {
-                tracing::debug!(len, "progress token too long; no progress for this call");
-            }
-            len <= MAX_PROGRESS_TOKEN_BYTES
-        });
-        let (tx, sender) = match token {
-            Some(_) => {
+    fn new(app: &'a crate::app::App, call: &CallCtx) -> Self {
+        let token = call.progress.as_ref().map(|(t, _)| t.clone());
+        let (tx, sender) = match &call.progress {
+            Some((_, peer)) => {
                 let (tx, mut rx) = tokio::sync::mpsc::channel(PROGRESS_QUEUE);
-                let peer: Peer<RoleServer> = ctx.peer.clone();
+                let peer = peer.clone();
                 let sender = tokio::spawn(async move {
                     while let Some(p) = rx.recv().await {
                         let _ = peer.notify_progress(p).await;
@@ -242,17 +320,38 @@ impl Progress for McpProgress<'_> {
     }
 }
 
+impl ImageServer {
+    async fn generate(&self, args: GenerateArgs, call: &CallCtx) -> CallToolResult {
+        const TOOL: &str = "generate_image";
+        let job = self
+            .request(TOOL, args.prompt, &args.options)
+            .map(Job::generate);
+        self.image_call(TOOL, job, call).await
+    }
+
+    async fn edit(&self, args: EditArgs, call: &CallCtx) -> CallToolResult {
+        const TOOL: &str = "edit_image";
+        let job = async {
+            let req = self.request(TOOL, args.prompt, &args.more.options)?;
+            let mut specs = vec![args.image_path];
+            specs.extend(args.more.reference_images.unwrap_or_default());
+            let model = self.app.pipeline.model();
+            let images = self
+                .inputs(TOOL, call, self.app.fetcher.prepare_all(&specs, model))
+                .await?;
+            Ok(Job::edit(req, None, images))
+        };
+        self.image_call(TOOL, job.await, call).await
+    }
+}
+
 #[tool_router]
 impl ImageServer {
-    async fn run_job(
-        &self,
-        tool: &'static str,
-        job: Job,
-        ctx: &RequestContext<RoleServer>,
-    ) -> CallToolResult {
-        let progress = McpProgress::new(&self.app, ctx);
+    async fn run_job(&self, tool: &'static str, job: Job, call: &CallCtx) -> CallToolResult {
+        let progress = McpProgress::new(&self.app, call);
         let started = Instant::now();
-        let outcome = self.app.pipeline.run(job, &progress, &ctx.ct).await;
+        let job = job.with_overhead(call.overhead);
+        let outcome = self.app.pipeline.run(job, &progress, &call.ct).await;
         progress.finish().await;
         match outcome {
             Ok(img) => {
@@ -288,12 +387,12 @@ impl ImageServer {
         &self,
         tool: &'static str,
         job: Result<Job, CallToolResult>,
-        ctx: &RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
-        Ok(match job {
-            Ok(job) => self.run_job(tool, job, ctx).await,
+        call: &CallCtx,
+    ) -> CallToolResult {
+        match job {
+            Ok(job) => self.run_job(tool, job, call).await,
             Err(refused) => refused,
-        })
+        }
     }
 
     /// Check the prompt and options once, before anything is fetched.
@@ -317,11 +416,11 @@ impl ImageServer {
     async fn inputs<T>(
         &self,
         tool: &'static str,
-        ctx: &RequestContext<RoleServer>,
+        call: &CallCtx,
         fetch: impl Future<Output = Result<T, inputs::InputError>>,
     ) -> Result<T, CallToolResult> {
         tokio::select! {
-            _ = ctx.ct.cancelled() => Err(tool_error(PipelineError::Cancelled)),
+            _ = call.ct.cancelled() => Err(tool_error(PipelineError::Cancelled)),
             r = fetch => r.map_err(|e| self.refused(tool, "input", tool_error(e))),
         }
     }
@@ -336,11 +435,7 @@ impl ImageServer {
         Parameters(args): Parameters<GenerateArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        const TOOL: &str = "generate_image";
-        let job = self
-            .request(TOOL, args.prompt, &args.options)
-            .map(Job::generate);
-        self.image_call(TOOL, job, &ctx).await
+        Ok(self.generate(args, &CallCtx::rmcp(&self.app, &ctx)).await)
     }
 
     #[tool(
@@ -353,18 +448,7 @@ impl ImageServer {
         Parameters(args): Parameters<EditArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        const TOOL: &str = "edit_image";
-        let job = async {
-            let req = self.request(TOOL, args.prompt, &args.more.options)?;
-            let mut specs = vec![args.image_path];
-            specs.extend(args.more.reference_images.unwrap_or_default());
-            let model = self.app.pipeline.model();
-            let images = self
-                .inputs(TOOL, &ctx, self.app.fetcher.prepare_all(&specs, model))
-                .await?;
-            Ok(Job::edit(req, None, images))
-        };
-        self.image_call(TOOL, job.await, &ctx).await
+        Ok(self.edit(args, &CallCtx::rmcp(&self.app, &ctx)).await)
     }
 
     #[tool(
@@ -378,15 +462,16 @@ impl ImageServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         const TOOL: &str = "continue_editing";
-        let job = self.continue_job(args, &ctx).await;
-        self.image_call(TOOL, job, &ctx).await
+        let call = CallCtx::rmcp(&self.app, &ctx);
+        let job = self.continue_job(args, &call).await;
+        Ok(self.image_call(TOOL, job, &call).await)
     }
 
     /// The edit of this session's last image.
     async fn continue_job(
         &self,
         args: ContinueArgs,
-        ctx: &RequestContext<RoleServer>,
+        call: &CallCtx,
     ) -> Result<Job, CallToolResult> {
         const TOOL: &str = "continue_editing";
         if self.app.transport == Transport::Http && self.app.stateless {
@@ -419,7 +504,7 @@ impl ImageServer {
             }
             Ok((base, more))
         };
-        let (base, more) = self.inputs(TOOL, ctx, fetch).await?;
+        let (base, more) = self.inputs(TOOL, call, fetch).await?;
         // Gemini 3 asks for its thought signature back with the history;
         // other models get the last image as a plain input.
         Ok(match &last.thought_signature {

@@ -433,14 +433,18 @@ pub enum Edge {
 /// Shares of the budget. Over HTTP, waiting calls far outnumber streaming
 /// ones (a call waits 10-30 s for Gemini and streams for well under one),
 /// so waiting calls and their connections get a large part and the image
-/// path a smaller one than over stdio. Stateless HTTP keeps no sessions;
-/// their share goes to waiting calls. Over stdio there is one client: the
+/// path a smaller one than over stdio. Stateless HTTP keeps no sessions,
+/// and every waiting call holds one connection and one call reservation
+/// (32 and 40 KiB), so connections and calls get shares in that ratio
+/// and run out together. Over stdio there is one client: the
 /// image path keeps the share it has always had, waiting calls get a
 /// small part, and the rest is headroom.
 pub const BODY_SHARE: f64 = 0.20;
 pub const CONNECTION_SHARE: f64 = 0.15;
 pub const SESSION_SHARE: f64 = 0.10;
 pub const CALL_SHARE: f64 = 0.20;
+pub const STATELESS_CONNECTION_SHARE: f64 = 0.22;
+pub const STATELESS_CALL_SHARE: f64 = 0.28;
 pub const STDIO_IMAGE_SHARE: f64 = 0.55;
 pub const STDIO_CALL_SHARE: f64 = 0.10;
 
@@ -483,13 +487,18 @@ pub fn plan(
         ),
         Edge::Http { sessions } => {
             let bodies = share(budget, BODY_SHARE);
-            let connections = share(budget, CONNECTION_SHARE);
-            let session_part = share(budget, SESSION_SHARE);
-            let calls = share(budget, CALL_SHARE);
-            let (sessions, calls) = if sessions {
-                (session_part, calls)
+            let (connections, sessions, calls) = if sessions {
+                (
+                    share(budget, CONNECTION_SHARE),
+                    share(budget, SESSION_SHARE),
+                    share(budget, CALL_SHARE),
+                )
             } else {
-                (0, calls + session_part)
+                (
+                    share(budget, STATELESS_CONNECTION_SHARE),
+                    0,
+                    share(budget, STATELESS_CALL_SHARE),
+                )
             };
             let images = budget - bodies - connections - sessions - calls;
             (bodies, connections, sessions, calls, images)
@@ -833,10 +842,14 @@ mod tests {
             p.budget
         );
 
-        // Stateless: no sessions, their share waits for Gemini instead.
+        // Stateless: no sessions; connections and waiting calls share
+        // what they left, in the ratio of their costs.
         let stateless = Edge::Http { sessions: false };
         let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, stateless);
-        assert_eq!((p.sessions, p.calls, p.images), (0, 150 * MIB, 175 * MIB));
+        assert_eq!(
+            (p.sessions, p.connections, p.calls, p.images),
+            (0, 110 * MIB, 140 * MIB, 150 * MIB)
+        );
 
         // Stdio: nothing for the edge; the image path keeps its old share.
         let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, Edge::Stdio);

@@ -103,6 +103,13 @@ impl Job {
             _inputs: keep,
         }
     }
+
+    /// Also reserve what the transport holds for this call while it
+    /// waits (rmcp's per-request service over stateless HTTP).
+    pub fn with_overhead(mut self, bytes: u64) -> Self {
+        self.extra_reservation += bytes;
+        self
+    }
 }
 
 /// Tunables of the data path.
@@ -118,13 +125,14 @@ pub struct PipelineConfig {
     pub naive: bool,
 }
 
-/// What one call holds while it waits for Gemini (measured over stateless
-/// HTTP, where it is largest: rmcp's per-request service with its
-/// channels, the tool's future, the Gemini connection's buffers). The
+/// What one call holds while it waits for Gemini: the tool's future, the
+/// request, and the HTTP/1.1 connection to Gemini with its buffers. The
 /// HTTP connection and the request body are paid for separately, at the
-/// edge. 500 such calls held 41 MiB above idle (83 KiB each, 17 of them
-/// the connection); BENCHMARKS.md has the command.
-pub const WAITING_CALL_BYTES: u64 = 72 << 10;
+/// edge, and rmcp's per-request service over stateless HTTP adds
+/// `mcp::RMCP_STATELESS_CALL_BYTES`. Measured over stateless HTTP on the
+/// direct path: 500 waiting calls held 51 KiB each above idle, 19 of them
+/// the connection (BENCHMARKS.md has the command).
+pub const WAITING_CALL_BYTES: u64 = 40 << 10;
 
 /// How long a call whose response has started waits for the image path's
 /// memory before it gives up. Longer than the admission queue's wait:

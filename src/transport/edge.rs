@@ -16,13 +16,14 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::memory::{Budget, Busy};
+use crate::memory::{Budget, Busy, Reservation};
 
 /// Largest request head (request line and headers) hyper buffers; past it
 /// the client gets 431. hyper's minimum is 8 KiB.
@@ -143,17 +144,37 @@ async fn discard(mut body: Body, limits: BodyLimits) {
     .await;
 }
 
-/// Pay for a POST body before it is read and parsed; hold the payment
-/// until the response (for SSE, the stream) is done.
-pub async fn pay_for_body(
+/// A POST body read in full and paid for.
+pub struct PaidBody {
+    pub parts: axum::http::request::Parts,
+    pub bytes: Bytes,
+    pub paid: Reservation,
+}
+
+impl PaidBody {
+    /// Hand the request on; the payment is held until the response (for
+    /// SSE, the stream) is done.
+    pub async fn forward(self, next: axum::middleware::Next) -> Response {
+        let resp = next
+            .run(Request::from_parts(self.parts, Body::from(self.bytes)))
+            .await;
+        let paid = Arc::new(self.paid);
+        resp.map(move |b| {
+            Body::new(b.map_frame(move |f| {
+                let _held = &paid;
+                f
+            }))
+        })
+    }
+}
+
+/// Pay for a POST body before it is read and parsed, then read it: the
+/// body, or the refusal to send (413, 408, 400, 503).
+pub async fn read_paid_body(
     bodies: &Budget,
     limits: BodyLimits,
     req: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if req.method() != axum::http::Method::POST {
-        return next.run(req).await;
-    }
+) -> Result<PaidBody, Response> {
     let max = limits.max_bytes as u64;
     let declared = req
         .headers()
@@ -165,18 +186,18 @@ pub async fn pay_for_body(
         && n > max
     {
         discard(body, limits).await;
-        return refuse(
+        return Err(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is {n} bytes; the limit is {max} (--max-body-bytes)"),
             None,
-        );
+        ));
     }
     // Before the first byte: the declared length, or the cap when unknown.
     let mut paid = match bodies.try_reserve(body_cost(declared.unwrap_or(max), 0)) {
         Ok(r) => r,
         Err(b) => {
             discard(body, limits).await;
-            return busy(&b);
+            return Err(busy(&b));
         }
     };
     let read = tokio::time::timeout(
@@ -186,45 +207,45 @@ pub async fn pay_for_body(
     .await;
     let bytes = match read {
         Err(_) => {
-            return refuse(
+            return Err(refuse(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "request body not received within {} s",
                     limits.timeout.as_secs()
                 ),
                 None,
-            );
+            ));
         }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return refuse(
+            return Err(refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body is over the limit of {max} bytes (--max-body-bytes)"),
                 None,
-            );
+            ));
         }
         Ok(Err(e)) => {
-            return refuse(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 format!("request body could not be read: {e}"),
                 None,
-            );
+            ));
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
     let values = count_json_values(&bytes);
     if values > MAX_JSON_VALUES {
-        return refuse(
+        return Err(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "request body holds about {values} JSON values; the limit is {MAX_JSON_VALUES}"
             ),
             None,
-        );
+        ));
     }
     let cost = body_cost(bytes.len() as u64, values);
     if cost > paid.bytes() {
         if let Err(b) = paid.grow(cost - paid.bytes()) {
-            return busy(&b);
+            return Err(busy(&b));
         }
     } else if cost < paid.bytes() {
         // Give back what a declared length over-estimated (or keep the
@@ -233,16 +254,7 @@ pub async fn pay_for_body(
             paid = exact;
         }
     }
-    let resp = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    let paid = Arc::new(paid);
-    resp.map(move |b| {
-        Body::new(b.map_frame(move |f| {
-            let _held = &paid;
-            f
-        }))
-    })
+    Ok(PaidBody { parts, bytes, paid })
 }
 
 /// Counters of the edge, for /metrics.

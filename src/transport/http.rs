@@ -22,6 +22,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::direct;
 use super::edge::{self, BodyLimits, ConnLimits, EdgeStats};
 use crate::app::{SharedApp, StartError};
 use crate::mcp::Service;
@@ -36,6 +37,8 @@ pub struct HttpConfig {
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
     pub stateless: bool,
+    /// Serve stateless image tool calls without rmcp (`transport::direct`).
+    pub direct_calls: bool,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub session_idle: Duration,
@@ -60,10 +63,16 @@ struct HttpState {
     ready: AtomicBool,
     draining: AtomicBool,
     stateless: bool,
+    direct_calls: bool,
+    allowed_hosts: Vec<String>,
+    /// Cancelled when the grace period is over: ends what is still running.
+    calls_closed: CancellationToken,
     max_sessions: u64,
     body: BodyLimits,
     edge: Arc<EdgeStats>,
     sessions_refused: AtomicU64,
+    /// Calls served by the direct path.
+    direct_served: AtomicU64,
 }
 
 /// Compare tokens in constant time by comparing fixed-size digests.
@@ -129,7 +138,24 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return r;
     }
-    edge::pay_for_body(&st.app.bodies, st.body, req, next).await
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let paid = match edge::read_paid_body(&st.app.bodies, st.body, req).await {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    if st.direct_calls
+        && paid.parts.uri.path() == "/mcp"
+        && let Some(call) = direct::take(&paid.parts.headers, &paid.bytes, &st.allowed_hosts)
+    {
+        // Parsed into the call's arguments: the body and its payment go
+        // now, and the call's own reservation covers what it holds.
+        drop(paid);
+        st.direct_served.fetch_add(1, Ordering::Relaxed);
+        return direct::serve(st.service.clone(), call, &st.calls_closed).await;
+    }
+    paid.forward(next).await
 }
 
 async fn healthz() -> &'static str {
@@ -163,7 +189,7 @@ fn edge_metrics(st: &HttpState, out: &mut String) {
     let eof = out.rfind("# EOF").unwrap_or(out.len());
     let mut extra = String::new();
     let b = st.app.bodies.stats();
-    let rows: [(&str, &str, &str, u64); 7] = [
+    let rows: [(&str, &str, &str, u64); 8] = [
         (
             "http_connections_open",
             "gauge",
@@ -193,6 +219,12 @@ fn edge_metrics(st: &HttpState, out: &mut String) {
             "counter",
             "initialize requests refused at the session cap",
             st.sessions_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "direct_calls",
+            "counter",
+            "Stateless tool calls served without rmcp's per-request service",
+            st.direct_served.load(Ordering::Relaxed),
         ),
         (
             "http_body_reserved_bytes",
@@ -239,10 +271,14 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
         .max_sessions
         .map(|n| n as u64)
         .unwrap_or((app.plan.sessions / 2 / edge::PER_SESSION).max(4));
+    let sessions_closed = CancellationToken::new();
     let state = Arc::new(HttpState {
         app: Arc::clone(&app),
         service: service.clone(),
         stateless: cfg.stateless,
+        direct_calls: cfg.direct_calls,
+        allowed_hosts: cfg.allowed_hosts.clone(),
+        calls_closed: sessions_closed.clone(),
         max_sessions,
         body: BodyLimits {
             max_bytes: cfg.max_body_bytes,
@@ -250,6 +286,7 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
         },
         edge: Arc::new(EdgeStats::default()),
         sessions_refused: AtomicU64::new(0),
+        direct_served: AtomicU64::new(0),
         token_hash: cfg
             .token
             .as_ref()
@@ -258,7 +295,6 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
         draining: AtomicBool::new(false),
     });
 
-    let sessions_closed = CancellationToken::new();
     let mut mcp_cfg = StreamableHttpServerConfig::default()
         .with_max_request_body_bytes(cfg.max_body_bytes)
         .with_cancellation_token(sessions_closed.clone())
@@ -329,6 +365,7 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
         addr = %local,
         auth = cfg.token.is_some(),
         stateless = cfg.stateless,
+        direct_calls = cfg.direct_calls,
         max_connections,
         max_sessions,
         "serving MCP over streamable HTTP at /mcp (health: /healthz, /readyz, metrics: /metrics)"

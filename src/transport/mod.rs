@@ -2,6 +2,7 @@
 //! carry MCP sessions to `mcp::Service` and share one shutdown signal and
 //! the idle memory purger; they hold no tool logic.
 
+pub mod direct;
 pub mod edge;
 pub mod http;
 pub mod stdio;
