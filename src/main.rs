@@ -144,6 +144,11 @@ fn main() -> ExitCode {
             Some(Command::Serve(c)) => serve_command(&c.config, &c.serve).await,
         }
     });
+    // Not a plain drop: that waits for every blocking thread, and the one
+    // reading stdin (tokio reads it on a blocking thread) returns only
+    // when stdin has a line or closes, so a stdio server told to stop by
+    // SIGTERM would live on until its client closed the pipe.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(e)) => {
