@@ -731,3 +731,77 @@ async fn direct_calls_answer_as_rmcp_does() {
         assert_no_secret(&log, &[TOKEN]);
     }
 }
+
+/// Answers the spec asks for where rmcp gives others: DELETE of a session
+/// is 204 (rmcp: 202, which SDK clients log as a failed termination), and
+/// a JSON body that is not JSON is 400 with JSON-RPC's -32700 and a null
+/// id (rmcp: 415), with sessions and without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_parse_errors_answer_as_the_spec_says() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = start_http(&fake.base_url(), dir.path(), &[]).await;
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"deleter","version":"1"}}});
+    let r = mcp_post(&srv.base, None, &init).send().await.expect("init");
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"]
+        .to_str()
+        .expect("sid")
+        .to_string();
+    drop(r);
+    let del = || {
+        reqwest::Client::new()
+            .delete(format!("{}/mcp", srv.base))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("mcp-session-id", &sid)
+    };
+    let r = del().send().await.expect("delete");
+    assert_eq!(r.status(), 204);
+    assert!(r.text().await.expect("body").is_empty());
+    // The session is gone: using it again is rmcp's 404.
+    let r = mcp_post(
+        &srv.base,
+        Some(&sid),
+        &json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+    )
+    .send()
+    .await
+    .expect("post");
+    assert_eq!(r.status(), 404);
+
+    let stateless_dir = tempfile::tempdir().expect("tmp");
+    let stateless = start_http(&fake.base_url(), stateless_dir.path(), &["--stateless"]).await;
+    for base in [&srv.base, &stateless.base] {
+        for body in [&b"{\"jsonrpc\":\"2.0\",\"id\":1,"[..], b"not json", b""] {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/mcp"))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(body.to_vec())
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(r.status(), 400, "{body:?}");
+            let v: serde_json::Value = r.json().await.expect("a JSON-RPC error");
+            assert_eq!(v["error"]["code"], -32700, "{v}");
+            assert_eq!(v["id"], serde_json::Value::Null, "{v}");
+        }
+        // A wrong media type keeps rmcp's 415.
+        let r = reqwest::Client::new()
+            .post(format!("{base}/mcp"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "text/plain")
+            .header("accept", "application/json, text/event-stream")
+            .body("not json")
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 415);
+    }
+    for srv in [srv, stateless] {
+        let (code, _) = srv.sigterm().await;
+        assert_eq!(code, Some(0));
+    }
+}

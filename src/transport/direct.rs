@@ -77,7 +77,7 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()>
 
 /// Accepts both `application/json` and `text/event-stream`, with nothing
 /// that needs careful parsing (quotes, weights).
-fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
+pub fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
     let (mut json, mut sse) = (false, false);
     for value in headers.get_all(header::ACCEPT) {
         let Ok(value) = value.to_str() else {
@@ -95,7 +95,7 @@ fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
     json && sse
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+pub fn is_json(headers: &HeaderMap) -> bool {
     single(headers, header::CONTENT_TYPE.as_str())
         .ok()
         .flatten()

@@ -138,6 +138,15 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return r;
     }
+    if req.method() == axum::http::Method::DELETE {
+        // rmcp ends the session and answers 202, which the spec does not
+        // list for DELETE and SDK clients log as a failed termination.
+        let resp = next.run(req).await;
+        if resp.status() == StatusCode::ACCEPTED {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        return resp;
+    }
     if req.method() != axum::http::Method::POST {
         return next.run(req).await;
     }
@@ -145,6 +154,9 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
         Ok(p) => p,
         Err(refused) => return refused,
     };
+    if let Some(refusal) = parse_error(&paid.parts.headers, &paid.bytes) {
+        return refusal;
+    }
     if st.direct_calls
         && paid.parts.uri.path() == "/mcp"
         && let Some(call) = direct::take(&paid.parts.headers, &paid.bytes, &st.allowed_hosts)
@@ -156,6 +168,32 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
         return direct::serve(st.service.clone(), call, &st.calls_closed).await;
     }
     paid.forward(next).await
+}
+
+/// A JSON body that is not JSON gets JSON-RPC's parse error (-32700,
+/// `id: null`) with 400, rather than rmcp's 415, which says the media
+/// type is wrong when it is not. Checked without building anything
+/// (`IgnoredAny`), and only where rmcp would get as far as parsing (both
+/// media types accepted, a JSON content type), so its 406 and 415 for
+/// those keep their meaning.
+fn parse_error(headers: &axum::http::HeaderMap, body: &[u8]) -> Option<Response> {
+    if !direct::accepts_json_and_sse(headers) || !direct::is_json(headers) {
+        return None;
+    }
+    let err = serde_json::from_slice::<serde::de::IgnoredAny>(body).err()?;
+    let reply = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": -32700, "message": format!("Parse error: {err}")},
+    });
+    Some(
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            reply.to_string(),
+        )
+            .into_response(),
+    )
 }
 
 async fn healthz() -> &'static str {
