@@ -287,17 +287,23 @@ async fn metric(base: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
+/// A POST to /mcp with the token, the given content type and the Accept
+/// header rmcp asks for; nothing else.
+fn mcp_raw(base: &str, content_type: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", content_type)
+        .header("accept", "application/json, text/event-stream")
+}
+
 /// POST one JSON-RPC message to /mcp (raw, so the test can walk away).
 fn mcp_post(
     base: &str,
     session: Option<&str>,
     body: &serde_json::Value,
 ) -> reqwest::RequestBuilder {
-    let mut r = reqwest::Client::new()
-        .post(format!("{base}/mcp"))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
+    let mut r = mcp_raw(base, "application/json")
         .header("mcp-protocol-version", "2025-06-18")
         .json(body);
     if let Some(s) = session {
@@ -705,12 +711,7 @@ async fn direct_calls_answer_as_rmcp_does() {
     for (what, headers, body, _) in &cases {
         let mut shapes = Vec::new();
         for srv in [&direct, &via_rmcp] {
-            let mut r = reqwest::Client::new()
-                .post(format!("{}/mcp", srv.base))
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .json(body);
+            let mut r = mcp_raw(&srv.base, "application/json").json(body);
             for (k, v) in headers {
                 r = r.header(*k, *v);
             }
@@ -774,11 +775,7 @@ async fn delete_and_parse_errors_answer_as_the_spec_says() {
     let stateless = start_http(&fake.base_url(), stateless_dir.path(), &["--stateless"]).await;
     for base in [&srv.base, &stateless.base] {
         for body in [&b"{\"jsonrpc\":\"2.0\",\"id\":1,"[..], b"not json", b""] {
-            let r = reqwest::Client::new()
-                .post(format!("{base}/mcp"))
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
+            let r = mcp_raw(base, "application/json")
                 .body(body.to_vec())
                 .send()
                 .await
@@ -789,11 +786,7 @@ async fn delete_and_parse_errors_answer_as_the_spec_says() {
             assert_eq!(v["id"], serde_json::Value::Null, "{v}");
         }
         // A wrong media type keeps rmcp's 415.
-        let r = reqwest::Client::new()
-            .post(format!("{base}/mcp"))
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .header("content-type", "text/plain")
-            .header("accept", "application/json, text/event-stream")
+        let r = mcp_raw(base, "text/plain")
             .body("not json")
             .send()
             .await

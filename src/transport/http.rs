@@ -154,9 +154,6 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
         Ok(p) => p,
         Err(refused) => return refused,
     };
-    if let Some(refusal) = parse_error(&paid.parts.headers, &paid.bytes) {
-        return refusal;
-    }
     if st.direct_calls
         && paid.parts.uri.path() == "/mcp"
         && let Some(call) = direct::take(&paid.parts.headers, &paid.bytes, &st.allowed_hosts)
@@ -166,6 +163,11 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
         drop(paid);
         st.direct_served.fetch_add(1, Ordering::Relaxed);
         return direct::serve(st.service.clone(), call, &st.calls_closed).await;
+    }
+    // After the direct path, which parses what it takes only once: a body
+    // it took is JSON.
+    if let Some(refusal) = parse_error(&paid.parts.headers, &paid.bytes) {
+        return refusal;
     }
     paid.forward(next).await
 }
