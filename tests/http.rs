@@ -464,7 +464,24 @@ async fn edge_refuses_what_it_cannot_pay_for() {
     assert_eq!(metric(&srv.base, "mcp_sessions_live").await, 2.0);
 
     // Fill the connection cap with idle connections: the next one is
-    // refused at once, and the ops listener still answers probes.
+    // refused at once, and the ops listener still answers probes. The
+    // clients above have dropped their connections, but the server may
+    // not have seen them close yet: wait (asking the ops listener, which
+    // is not counted) until none is open, then until all six are.
+    let ops_base = format!("http://{ops}");
+    let open_becomes = |want: f64| {
+        let ops_base = ops_base.clone();
+        async move {
+            for _ in 0..100 {
+                if metric(&ops_base, "http_connections_open").await == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("http_connections_open never became {want}");
+        }
+    };
+    open_becomes(0.0).await;
     let mut idle = Vec::new();
     for _ in 0..6 {
         idle.push(
@@ -473,7 +490,7 @@ async fn edge_refuses_what_it_cannot_pay_for() {
                 .expect("connect"),
         );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    open_becomes(6.0).await;
     let got = raw_exchange(&addr, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
     assert!(got.starts_with("HTTP/1.1 503"), "{got}");
     let r = reqwest::get(format!("http://{ops}/healthz"))
