@@ -27,6 +27,7 @@ use crate::extract::sniff::{self, ImageFormat};
 use crate::gemini::InlineFile;
 use crate::memory::{Budget, Reservation};
 use crate::store::Store;
+use crate::store::records::{ImageId, ImageRecord};
 
 /// What inputs may be.
 #[derive(Debug, Clone)]
@@ -218,6 +219,48 @@ impl Fetcher {
             }
             _ => self.load_own_blob(blob_name, blob_name).await,
         }
+    }
+
+    /// The recorded image `id` names, read in a prepare turn (a record is
+    /// at most `store::records::MAX_RECORD_BYTES`, inside what a turn may
+    /// hold). `Ok(None)` when this server's storage has no such record.
+    pub async fn find_image(
+        &self,
+        id: &ImageId,
+    ) -> Result<Option<(ImageRecord, crate::store::Stored)>, InputError> {
+        let _turn = self.turn().await?;
+        let what = || format!("image {id}");
+        let rec = self
+            .store
+            .get_record(id)
+            .await
+            .map_err(|e| InputError::Unreadable {
+                what: what(),
+                reason: e.to_string(),
+            })?;
+        let Some(rec) = rec else { return Ok(None) };
+        let at = self
+            .store
+            .locate(&rec)
+            .await
+            .map_err(|e| InputError::Unreadable {
+                what: what(),
+                reason: e.to_string(),
+            })?;
+        Ok(Some((rec, at)))
+    }
+
+    /// Wait for one of the `PREPARE_AT_ONCE` turns.
+    async fn turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, InputError> {
+        let started = std::time::Instant::now();
+        tokio::time::timeout(PREPARE_WAIT, Arc::clone(&self.preparing).acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(InputError::PrepareBusy(
+                PREPARE_AT_ONCE,
+                started.elapsed().as_secs(),
+            ))
     }
 
     async fn load_path(&self, path: &Path, what: &str) -> Result<Prepared, InputError> {
@@ -497,15 +540,7 @@ impl Fetcher {
                 model: model.to_string(),
             });
         }
-        let started = std::time::Instant::now();
-        let _turn = tokio::time::timeout(PREPARE_WAIT, Arc::clone(&self.preparing).acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or(InputError::PrepareBusy(
-                PREPARE_AT_ONCE,
-                started.elapsed().as_secs(),
-            ))?;
+        let _turn = self.turn().await?;
         let mut out = Vec::with_capacity(specs.len());
         let mut total = 0;
         for s in specs {

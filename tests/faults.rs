@@ -284,10 +284,19 @@ async fn azure_faults_leave_no_blob_and_no_secret() {
         assert!(is_error(&r), "{p}");
     }
     assert!(list_blobs(&endpoint, &container).await.is_empty());
+    assert!(list_records(&endpoint, &container).await.is_empty());
     s.assert_settled(baseline).await;
     let r = s.call("generate_image", prompt("fake:size=3MiB")).await;
     assert!(!is_error(&r), "{}", text_of(&r));
     assert_eq!(list_blobs(&endpoint, &container).await.len(), 1);
+    let id = structured(&r)["imageId"]
+        .as_str()
+        .expect("imageId")
+        .to_string();
+    assert_eq!(
+        list_records(&endpoint, &container).await,
+        vec![format!("{RECORDS_DIR}/{id}.json")]
+    );
     assert_no_secret(&s.stop().await, &[]);
 
     // A wrong account key: a clear message about credentials, no secret.
@@ -364,6 +373,49 @@ async fn sigterm_mid_call_leaves_nothing_half_written() {
     assert!(status.success(), "{status:?}\n{log}");
     assert_abandoned(dir.path(), &fake).await;
     assert_no_secret(&log, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_upload_leaves_no_image_and_no_record() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = slow_call_under_way(&fake, dir.path()).await;
+    let pid = s.child.id().expect("pid");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc_kill(pid as i32, 9) };
+    let (status, _) = s.exit_with_pipes_open().await;
+    assert!(!status.success(), "{status:?}");
+    // Only the hidden temp file a killed process cannot remove is left
+    // (swept at a later start once it is old): no image under a final
+    // name, no record.
+    let visible: Vec<String> = files_in(dir.path())
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(visible.is_empty(), "{visible:?}");
+    assert!(
+        records_in(dir.path()).is_empty(),
+        "{:?}",
+        records_in(dir.path())
+    );
+
+    // Another process on the same folder is unaffected, and what it
+    // stores has its record.
+    let mut b = Raw::start(&fake.base_url(), dir.path(), &[]).await;
+    let r = b
+        .call(
+            1,
+            "generate_image",
+            json!({"prompt": "after fake:size=100000"}),
+        )
+        .await;
+    let id = r["result"]["structuredContent"]["imageId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    assert_eq!(records_in(dir.path()), vec![format!("{id}.json")]);
+    let (status, log) = b.vanish().await;
+    assert!(status.success(), "{status:?}\n{log}");
 }
 
 /// The Azurite the test suite shares cannot be stopped; this one belongs to
@@ -488,6 +540,7 @@ async fn azurite_stopped_mid_upload_then_back() {
         list_blobs(&endpoint, &container).await.is_empty(),
         "a blob was committed for the failed call"
     );
+    assert!(list_records(&endpoint, &container).await.is_empty());
     let r = s.call("generate_image", prompt("fake:size=3MiB")).await;
     assert!(!is_error(&r), "{}", text_of(&r));
     let v = structured(&r);

@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
+use nano_banana_mcp::testkit::fake_gemini::FakeGemini;
 use rmcp::ServiceExt as _;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -27,6 +28,15 @@ struct HttpServer {
 }
 
 async fn start_http(fake_url: &str, out: &std::path::Path, extra: &[&str]) -> HttpServer {
+    start_http_env(fake_url, out, extra, &[]).await
+}
+
+async fn start_http_env(
+    fake_url: &str,
+    out: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> HttpServer {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -42,6 +52,7 @@ async fn start_http(fake_url: &str, out: &std::path::Path, extra: &[&str]) -> Ht
         .env("NANO_BANANA_OUTPUT_DIR", out)
         .env("NANO_BANANA_AUTH_TOKEN", TOKEN)
         .env("LOG_LEVEL", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -235,39 +246,180 @@ async fn http_mode_end_to_end() {
     assert_no_secret(&log, &[TOKEN]);
 }
 
+/// One tool call over an rmcp HTTP client.
+async fn call(
+    c: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    tool: &'static str,
+    args: serde_json::Value,
+) -> rmcp::model::CallToolResult {
+    c.call_tool(
+        CallToolRequestParams::new(tool).with_arguments(args.as_object().cloned().expect("object")),
+    )
+    .await
+    .expect("call")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stateless_mode_explains_continue_editing() {
+async fn stateless_mode_continues_by_image_id() {
     let fake = fake().await;
     let dir = tempfile::tempdir().expect("tmp");
     let srv = start_http(&fake.base_url(), dir.path(), &["--stateless"]).await;
     let c = client(&srv.base).await;
-    let r = c
-        .call_tool(
-            CallToolRequestParams::new("generate_image").with_arguments(
-                json!({"prompt": "x fake:size=100000"})
-                    .as_object()
-                    .cloned()
-                    .expect("o"),
-            ),
-        )
-        .await
-        .expect("call");
+    let r = call(
+        &c,
+        "generate_image",
+        json!({"prompt": "x fake:size=100000"}),
+    )
+    .await;
     assert!(!is_error(&r), "{}", text_of(&r));
-    let r = c
-        .call_tool(
-            CallToolRequestParams::new("continue_editing")
-                .with_arguments(json!({"prompt": "again"}).as_object().cloned().expect("o")),
-        )
-        .await
-        .expect("call");
+    let first = structured(&r);
+    let id = first["imageId"].as_str().expect("imageId").to_string();
     assert!(
-        is_error(&r) && text_of(&r).contains("edit_image"),
+        text_of(&r).contains(&id),
+        "the text JSON carries the id too"
+    );
+    assert_eq!(records_in(dir.path()), vec![format!("{id}.json")]);
+
+    // No session to remember the last image: the error says what to pass.
+    let r = call(&c, "continue_editing", json!({"prompt": "again"})).await;
+    assert!(
+        is_error(&r) && text_of(&r).contains("imageId"),
         "{}",
         text_of(&r)
     );
+    let r = call(&c, "get_last_image_info", json!({})).await;
+    assert!(
+        is_error(&r) && text_of(&r).contains("imageId"),
+        "{}",
+        text_of(&r)
+    );
+
+    // With the id, both work, and the edit names its parent.
+    let r = call(
+        &c,
+        "continue_editing",
+        json!({"prompt": "again fake:size=50000", "imageId": id}),
+    )
+    .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let second = structured(&r);
+    assert_eq!(second["parentImageId"], id.as_str());
+    let req = fake.state.requests().pop().expect("request");
+    assert_eq!(req.inputs[0].sha256, first["sha256"].as_str().expect("sha"));
+    let r = call(&c, "get_last_image_info", json!({"imageId": id})).await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    assert_eq!(structured(&r)["image"]["sha256"], first["sha256"]);
+
+    // Stateless, the server cannot tell callers apart: nothing is listed,
+    // but the image reads back by its id.
+    assert!(c.list_all_resources().await.expect("list").is_empty());
+    let read = c
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(format!(
+            "nano-banana://images/{id}"
+        )))
+        .await
+        .expect("resources/read");
+    assert!(format!("{read:?}").contains(first["sha256"].as_str().expect("sha")));
+
+    // Ids that are not ours, or not ids at all, are refused plainly, and
+    // edit_image wants exactly one of imageId and imagePath.
+    for (tool, args, want) in [
+        (
+            "continue_editing",
+            json!({"prompt": "x", "imageId": "img_0123456789abcdef0123456789abcdef"}),
+            "no image with imageId",
+        ),
+        (
+            "get_last_image_info",
+            json!({"imageId": "../../etc/passwd"}),
+            "is not an imageId",
+        ),
+        (
+            "edit_image",
+            json!({"prompt": "x", "imageId": id, "imagePath": "/x.png"}),
+            "not both",
+        ),
+        ("edit_image", json!({"prompt": "x"}), "imageId"),
+    ] {
+        let r = call(&c, tool, args).await;
+        assert!(
+            is_error(&r) && text_of(&r).contains(want),
+            "{tool}: {}",
+            text_of(&r)
+        );
+    }
     drop(c);
     let (code, _) = srv.sigterm().await;
     assert_eq!(code, Some(0));
+}
+
+/// Two servers on one store: what A made, B continues by id, with A's
+/// exact bytes and, for Gemini 3, A's thought signature.
+async fn second_replica_continues(fake: &FakeGemini, out: &std::path::Path, env: &[(&str, &str)]) {
+    let a = start_http_env(&fake.base_url(), out, &["--stateless"], env).await;
+    let b = start_http_env(&fake.base_url(), out, &["--stateless"], env).await;
+    let ca = client(&a.base).await;
+    let r = call(
+        &ca,
+        "generate_image",
+        json!({"prompt": "a cat fake:size=300000"}),
+    )
+    .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let made = structured(&r);
+    let id = made["imageId"].as_str().expect("imageId").to_string();
+    let sig = fake.state.sent().pop().expect("sent").thought_signature;
+    assert!(sig.is_some(), "gemini-3 responses carry a signature");
+    drop(ca);
+    let (code, _) = a.sigterm().await;
+    assert_eq!(code, Some(0));
+
+    // A is gone; B has never seen this image.
+    let cb = client(&b.base).await;
+    let r = call(&cb, "get_last_image_info", json!({"imageId": id})).await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    assert_eq!(structured(&r)["image"]["sha256"], made["sha256"]);
+    let r = call(
+        &cb,
+        "continue_editing",
+        json!({"prompt": "add a hat fake:size=200000", "imageId": id}),
+    )
+    .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    assert_eq!(structured(&r)["parentImageId"], id.as_str());
+    let req = fake.state.requests().pop().expect("request");
+    assert_eq!(req.thought_signatures, vec![sig.expect("sig")]);
+    assert_eq!(req.inputs.len(), 1);
+    assert_eq!(req.inputs[0].role, "model");
+    assert_eq!(req.inputs[0].sha256, made["sha256"].as_str().expect("sha"));
+    assert!(
+        req.text.contains("a cat"),
+        "the earlier turn's prompt goes back"
+    );
+    drop(cb);
+    let (code, _) = b.sigterm().await;
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_replica_continues_by_image_id() {
+    let fake = fake().await;
+    let gemini3 = [("GEMINI_MODEL", "gemini-3-pro-image")];
+    let dir = tempfile::tempdir().expect("tmp");
+    second_replica_continues(&fake, dir.path(), &gemini3).await;
+    assert_eq!(records_in(dir.path()).len(), 2);
+
+    let Some(endpoint) = azurite() else { return };
+    let container = unique("replicas");
+    let cs = azurite_connection_string(&endpoint);
+    let env = [
+        gemini3[0],
+        ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+        ("AZURE_STORAGE_CONTAINER_NAME", container.as_str()),
+    ];
+    second_replica_continues(&fake, dir.path(), &env).await;
+    assert_eq!(list_records(&endpoint, &container).await.len(), 2);
+    assert_eq!(list_blobs(&endpoint, &container).await.len(), 2);
 }
 
 /// The `nano_banana_<name>` value from /metrics.

@@ -83,13 +83,19 @@ impl InProc {
             .expect("tool call")
     }
 
+    /// The files in the output folder (the records' folder left out).
     fn files(&self) -> Vec<std::path::PathBuf> {
         let mut v: Vec<_> = std::fs::read_dir(self._dir.path())
             .expect("dir")
             .map(|e| e.expect("entry").path())
+            .filter(|p| p.is_file())
             .collect();
         v.sort();
         v
+    }
+
+    fn records(&self) -> Vec<String> {
+        records_in(self._dir.path())
     }
 }
 
@@ -124,6 +130,39 @@ async fn generate_then_continue_sends_the_stored_bytes_back() {
     let info = s.call("get_last_image_info", json!({})).await;
     assert_eq!(structured(&info)["image"]["sha256"], sent[0].sha256);
 
+    // The session's own image is listed as a resource, and reads back as
+    // its record (the link, not the bytes).
+    let id = v["imageId"].as_str().expect("imageId");
+    let listed = s.client.list_all_resources().await.expect("resources/list");
+    let uris: Vec<&str> = listed.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(uris, vec![format!("nano-banana://images/{id}")]);
+    let read = s
+        .client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(uris[0]))
+        .await
+        .expect("resources/read");
+    let rmcp::model::ResourceContents::TextResourceContents { text, .. } = &read.contents[0] else {
+        panic!("not text: {read:?}");
+    };
+    let record: serde_json::Value = serde_json::from_str(text).expect("json");
+    assert_eq!(record["sha256"], sent[0].sha256);
+    assert_eq!(record["imageId"], id);
+    assert!(
+        !text.contains("thoughtSignature"),
+        "the signature stays server-side"
+    );
+    let missing = s
+        .client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "nano-banana://images/img_0123456789abcdef0123456789abcdef",
+        ))
+        .await
+        .expect_err("no such image");
+    assert!(
+        missing.to_string().contains("no image with imageId"),
+        "{missing}"
+    );
+
     let r2 = s
         .call(
             "continue_editing",
@@ -144,6 +183,7 @@ async fn generate_then_continue_sends_the_stored_bytes_back() {
             .starts_with("edited-")
     );
     assert_eq!(s.files().len(), 2, "{:?}", s.files());
+    assert_eq!(s.records().len(), 2, "{:?}", s.records());
     assert_eq!(s.app.budget().stats().in_flight, 0);
 }
 

@@ -23,6 +23,19 @@ impl ImageFormat {
         }
     }
 
+    /// The format a MIME type names, for types `mime` returns.
+    pub fn from_mime(mime: &str) -> Option<Self> {
+        [
+            ImageFormat::Png,
+            ImageFormat::Jpeg,
+            ImageFormat::Webp,
+            ImageFormat::Gif,
+            ImageFormat::Heic,
+        ]
+        .into_iter()
+        .find(|f| f.mime() == mime)
+    }
+
     pub fn extension(self) -> &'static str {
         match self {
             ImageFormat::Png => "png",

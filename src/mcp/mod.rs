@@ -27,11 +27,12 @@ use crate::app::{KeyError, SharedApp, Transport};
 use crate::gemini::models;
 use crate::inputs;
 use crate::pipeline::{History, Job, PipelineError, Progress, Request, Stage, StoredImage};
+use crate::store::records::ImageId;
 
 pub use sessions::{SessionSettings, Sessions};
 use wire::{
     ConfigurationStatus, ConfigureArgs, ContinueArgs, EditArgs, GenerateArgs, ImageResult,
-    LastImageInfo, OutputOptions,
+    InfoArgs, LastImageInfo, OutputOptions,
 };
 
 /// The MCP side of one process: the app and the sessions' state. Each
@@ -207,6 +208,7 @@ impl CallCtx {
 pub enum DirectCall {
     Generate(GenerateArgs),
     Edit(EditArgs),
+    Continue(ContinueArgs),
 }
 
 impl DirectCall {
@@ -218,6 +220,7 @@ impl DirectCall {
         match name {
             "generate_image" => serde_json::from_value(args).ok().map(Self::Generate),
             "edit_image" => serde_json::from_value(args).ok().map(Self::Edit),
+            "continue_editing" => serde_json::from_value(args).ok().map(Self::Continue),
             _ => None,
         }
     }
@@ -231,6 +234,7 @@ impl Service {
         match call {
             DirectCall::Generate(args) => server.generate(args, &ctx).await,
             DirectCall::Edit(args) => server.edit(args, &ctx).await,
+            DirectCall::Continue(args) => server.continue_call(args, &ctx).await,
         }
     }
 }
@@ -333,15 +337,110 @@ impl ImageServer {
         const TOOL: &str = "edit_image";
         let job = async {
             let req = self.request(TOOL, args.prompt, &args.more.options)?;
-            let mut specs = vec![args.image_path];
-            specs.extend(args.more.reference_images.unwrap_or_default());
+            let refs = args.more.reference_images.unwrap_or_default();
             let model = self.app.pipeline.model();
-            let images = self
-                .inputs(TOOL, call, self.app.fetcher.prepare_all(&specs, model))
-                .await?;
-            Ok(Job::edit(req, None, images))
+            match (args.image_path, args.image_id) {
+                (Some(path), None) => {
+                    let mut specs = vec![path];
+                    specs.extend(refs);
+                    let images = self
+                        .inputs(TOOL, call, self.app.fetcher.prepare_all(&specs, model))
+                        .await?;
+                    Ok(Job::edit(req, None, images))
+                }
+                (None, Some(id)) => {
+                    let base = self.find(TOOL, call, &id).await?;
+                    let (base_file, more) = self.base_and_refs(TOOL, call, &base, &refs).await?;
+                    let mut images = vec![base_file];
+                    images.extend(more);
+                    Ok(Job::edit(req, None, images).with_parent(base.image_id))
+                }
+                (Some(_), Some(_)) => Err(self.refused(
+                    TOOL,
+                    "input",
+                    tool_error("give imagePath or imageId, not both"),
+                )),
+                (None, None) => Err(self.refused(
+                    TOOL,
+                    "input",
+                    tool_error(
+                        "edit_image needs the image to edit: imageId (from an earlier result) or imagePath",
+                    ),
+                )),
+            }
         };
         self.image_call(TOOL, job.await, call).await
+    }
+
+    /// The continue_editing job, the same on every path.
+    async fn continue_call(&self, args: ContinueArgs, call: &CallCtx) -> CallToolResult {
+        const TOOL: &str = "continue_editing";
+        let job = self.continue_job(args, call).await;
+        self.image_call(TOOL, job, call).await
+    }
+
+    /// The image `id` names, from its record in the store (any replica
+    /// wrote it), or the error the caller sees.
+    async fn find(
+        &self,
+        tool: &'static str,
+        call: &CallCtx,
+        id: &str,
+    ) -> Result<StoredImage, CallToolResult> {
+        let id = ImageId::parse(id).map_err(|e| self.refused(tool, "input", tool_error(e)))?;
+        match self.inputs(tool, call, self.app.fetcher.find_image(&id)).await? {
+            Some((rec, at)) => Ok(StoredImage::from_record(rec, at)),
+            None => Err(self.refused(
+                tool,
+                "input",
+                tool_error(format!(
+                    "no image with imageId {id} in this server's storage; pass an imageId exactly as an earlier result returned it"
+                )),
+            )),
+        }
+    }
+
+    /// The stored image an edit starts from and its reference images,
+    /// prepared as inputs (at most the model's number in all).
+    async fn base_and_refs(
+        &self,
+        tool: &'static str,
+        call: &CallCtx,
+        base: &StoredImage,
+        refs: &[String],
+    ) -> Result<(inputs::Prepared, Vec<inputs::Prepared>), CallToolResult> {
+        let model = self.app.pipeline.model();
+        let fetch = async {
+            let first = self
+                .app
+                .fetcher
+                .load_stored(&base.blob_name, base.path.as_deref())
+                .await?;
+            let more = self.app.fetcher.prepare_all(refs, model).await?;
+            let max = models::info(model).max_inputs;
+            if more.len() + 1 > max {
+                return Err(inputs::InputError::TooMany {
+                    n: more.len() + 1,
+                    max,
+                    model: model.to_string(),
+                });
+            }
+            Ok((first, more))
+        };
+        self.inputs(tool, call, fetch).await
+    }
+
+    /// The image a tool without imageId falls back to: this session's
+    /// last, where sessions exist.
+    fn session_last(&self) -> Result<StoredImage, &'static str> {
+        if self.app.transport == Transport::Http && self.app.stateless {
+            return Err(
+                "pass the imageId from the earlier result: this server runs statelessly (MCP 2026-07-28 clients and --stateless), so there is no session to remember the last image in",
+            );
+        }
+        self.sessions.last(self.session).ok_or(
+            "there is no previous image in this session; pass the imageId from an earlier result, or call generate_image or edit_image first",
+        )
     }
 }
 
@@ -427,7 +526,7 @@ impl ImageServer {
 
     #[tool(
         name = "generate_image",
-        description = "Generate a NEW image from a text prompt. Use this only to create a new image, not to modify an existing one. Returns the image's URL (Azure Blob Storage) or file path (local folder).",
+        description = "Generate a NEW image from a text prompt. Use this only to create a new image, not to modify an existing one. Returns the image's URL (Azure Blob Storage) or file path (local folder) and its imageId: keep the imageId and pass it to continue_editing to refine this image.",
         output_schema = schema_for_output::<ImageResult>()
     )]
     async fn generate_image(
@@ -440,7 +539,7 @@ impl ImageServer {
 
     #[tool(
         name = "edit_image",
-        description = "Edit a SPECIFIC existing image, optionally with additional reference images. imagePath may be a local file path, an https URL, a URL this server returned, or a data: URI.",
+        description = "Edit a SPECIFIC existing image, optionally with additional reference images. Name it by imageId (from an earlier result of this server) or by imagePath: a local file path, an https URL, a URL this server returned, or a data: URI.",
         output_schema = schema_for_output::<ImageResult>()
     )]
     async fn edit_image(
@@ -453,7 +552,7 @@ impl ImageServer {
 
     #[tool(
         name = "continue_editing",
-        description = "Continue editing the LAST image generated or edited in this session, optionally with additional reference images. Uses the previous image automatically; no path needed.",
+        description = "Continue editing an image this server made, optionally with additional reference images: pass the imageId from the earlier result (required on stateless servers and MCP 2026-07-28 clients). Without imageId, the last image of this session. Keeps the model's context from the earlier turn.",
         output_schema = schema_for_output::<ImageResult>()
     )]
     async fn continue_editing(
@@ -461,53 +560,30 @@ impl ImageServer {
         Parameters(args): Parameters<ContinueArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        const TOOL: &str = "continue_editing";
-        let call = CallCtx::rmcp(&self.app, &ctx);
-        let job = self.continue_job(args, &call).await;
-        Ok(self.image_call(TOOL, job, &call).await)
+        Ok(self
+            .continue_call(args, &CallCtx::rmcp(&self.app, &ctx))
+            .await)
     }
 
-    /// The edit of this session's last image.
+    /// The edit of the image the call names, or of this session's last.
     async fn continue_job(
         &self,
         args: ContinueArgs,
         call: &CallCtx,
     ) -> Result<Job, CallToolResult> {
         const TOOL: &str = "continue_editing";
-        if self.app.transport == Transport::Http && self.app.stateless {
-            return Err(tool_error(
-                "continue_editing needs an MCP session, and this server runs statelessly (--stateless); use edit_image with the URL of the last image instead",
-            ));
-        }
-        let Some(last) = self.sessions.last(self.session) else {
-            return Err(tool_error(
-                "there is no previous image in this session; call generate_image or edit_image first",
-            ));
+        let last = match &args.image_id {
+            Some(id) => self.find(TOOL, call, id).await?,
+            None => self
+                .session_last()
+                .map_err(|e| self.refused(TOOL, "input", tool_error(e)))?,
         };
         let req = self.request(TOOL, args.prompt, &args.more.options)?;
-        let model = self.app.pipeline.model();
         let refs = args.more.reference_images.unwrap_or_default();
-        let fetch = async {
-            let base = self
-                .app
-                .fetcher
-                .load_stored(&last.blob_name, last.path.as_deref())
-                .await?;
-            let more = self.app.fetcher.prepare_all(&refs, model).await?;
-            let max = models::info(model).max_inputs;
-            if more.len() + 1 > max {
-                return Err(inputs::InputError::TooMany {
-                    n: more.len() + 1,
-                    max,
-                    model: model.to_string(),
-                });
-            }
-            Ok((base, more))
-        };
-        let (base, more) = self.inputs(TOOL, call, fetch).await?;
+        let (base, more) = self.base_and_refs(TOOL, call, &last, &refs).await?;
         // Gemini 3 asks for its thought signature back with the history;
         // other models get the last image as a plain input.
-        Ok(match &last.thought_signature {
+        let job = match &last.thought_signature {
             Some(sig) => {
                 let history = History {
                     prompt: last.prompt.clone(),
@@ -521,19 +597,30 @@ impl ImageServer {
                 images.extend(more);
                 Job::edit(req, None, images)
             }
-        })
+        };
+        Ok(job.with_parent(last.image_id))
     }
 
     #[tool(
         name = "get_last_image_info",
-        description = "Get information about the last image generated or edited in this session (URL or path, type, size, dimensions, prompt, when). Use it to check what continue_editing will edit.",
+        description = "Get information about an image this server made (URL or path, type, size, sha256, dimensions, prompt, when): the one imageId names, or without it the last image of this session. Use it to check what continue_editing will edit.",
         output_schema = schema_for_output::<LastImageInfo>()
     )]
-    async fn get_last_image_info(&self) -> Result<CallToolResult, ErrorData> {
-        let Some(img) = self.sessions.last(self.session) else {
-            return Ok(tool_error(
-                "no image has been generated or edited in this session yet",
-            ));
+    async fn get_last_image_info(
+        &self,
+        Parameters(args): Parameters<InfoArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        const TOOL: &str = "get_last_image_info";
+        let img = match &args.image_id {
+            Some(id) => match self.find(TOOL, &CallCtx::rmcp(&self.app, &ctx), id).await {
+                Ok(img) => img,
+                Err(r) => return Ok(r),
+            },
+            None => match self.session_last() {
+                Ok(img) => img,
+                Err(e) => return Ok(tool_error(e)),
+            },
         };
         let age = chrono::DateTime::parse_from_rfc3339(&img.created_at)
             .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
@@ -608,13 +695,108 @@ impl ImageServer {
     }
 }
 
+/// Stored images as MCP resources: `nano-banana://images/<imageId>`.
+const IMAGE_URI_PREFIX: &str = "nano-banana://images/";
+
+/// The resource of a recorded image: its URI names the id; the link to
+/// the bytes is in what `resources/read` returns.
+fn image_resource(img: &StoredImage) -> Option<Resource> {
+    let id = img.image_id.as_ref()?;
+    let mut r = Resource::new(format!("{IMAGE_URI_PREFIX}{id}"), img.blob_name.clone());
+    r.mime_type = Some("application/json".into());
+    r.description = Some(format!(
+        "{} image, {} bytes, for prompt: {}",
+        img.content_type,
+        img.bytes,
+        truncate(&img.prompt, 200)
+    ));
+    Some(r)
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for ImageServer {
+    /// Only the caller's own images: this session's last one. Without
+    /// sessions (stateless HTTP) the server cannot tell callers apart and
+    /// lists nothing; any image is still readable by its id.
+    async fn list_resources(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        let own = self.session_last().ok();
+        Ok(rmcp::model::ListResourcesResult::with_all_items(
+            own.as_ref().and_then(image_resource).into_iter().collect(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        let t = rmcp::model::ResourceTemplate::new(format!("{IMAGE_URI_PREFIX}{{imageId}}"), "image")
+            .with_title("A stored image by imageId")
+            .with_description(
+                "What this server knows about an image it stored (URL or path, type, size, sha256, dimensions, model, prompt, parent image, time), by the imageId a tool result returned. The image itself is at the url field.",
+            )
+            .with_mime_type("application/json");
+        Ok(rmcp::model::ListResourceTemplatesResult::with_all_items(
+            vec![t],
+        ))
+    }
+
+    /// The image's record as JSON (the shape of a tool's structured
+    /// result), never its bytes: those are one fetch of `url` away, and
+    /// inlining them would put a whole image in memory.
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        let uri = request.uri;
+        let data = serde_json::json!({ "uri": uri });
+        let not_found = |why: String| ErrorData::resource_not_found(why, Some(data.clone()));
+        let Some(raw) = uri.strip_prefix(IMAGE_URI_PREFIX) else {
+            return Err(not_found(format!(
+                "no resource {uri:?}: this server's resources are {IMAGE_URI_PREFIX}<imageId>"
+            )));
+        };
+        let id = ImageId::parse(raw).map_err(not_found)?;
+        let found = tokio::select! {
+            _ = ctx.ct.cancelled() => return Err(ErrorData::internal_error("cancelled", None)),
+            r = self.app.fetcher.find_image(&id) => r,
+        };
+        match found {
+            Ok(Some((rec, at))) => {
+                let img = StoredImage::from_record(rec, at);
+                let text = serde_json::to_string(&ImageResult::from(&img)).unwrap_or_default();
+                Ok(rmcp::model::ReadResourceResult::new(vec![
+                    rmcp::model::ResourceContents::TextResourceContents {
+                        uri,
+                        mime_type: Some("application/json".into()),
+                        text,
+                        meta: None,
+                    },
+                ])
+                .into())
+            }
+            Ok(None) => Err(not_found(format!(
+                "no image with imageId {id} in this server's storage"
+            ))),
+            Err(e) => Err(ErrorData::internal_error(e.to_string(), None)),
+        }
+    }
+
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
             .with_server_info(Implementation::new("nano-banana-mcp", env!("CARGO_PKG_VERSION")))
             .with_instructions(
-                "Image generation with Google's Gemini image models. generate_image makes a new image from a prompt; edit_image edits an image given by path or URL; continue_editing edits the last image of this session. Results carry a URL (or a file path for local storage).",
+                "Image generation with Google's Gemini image models. generate_image makes a new image from a prompt; edit_image edits an image given by path or URL; continue_editing edits an earlier image: pass the imageId its result returned (any replica, no session needed). Results carry a URL (or a file path for local storage) and the imageId; stored images are also resources, nano-banana://images/{imageId}.",
             )
     }
 }

@@ -13,11 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::pipeline::StoredImage;
 
-/// The longest prompt an entry keeps (the previous turn continue_editing
-/// sends back to Gemini); longer ones are cut on a character boundary.
-pub const KEPT_PROMPT_BYTES: usize = 4 << 10;
-/// The longest model text an entry keeps.
-pub const KEPT_TEXT_BYTES: usize = 1 << 10;
+use crate::pipeline::outcome::cut;
+pub use crate::pipeline::outcome::{KEPT_PROMPT_BYTES, KEPT_TEXT_BYTES};
 
 /// How many sessions are remembered, for how long, in how many bytes.
 #[derive(Debug, Clone, Copy)]
@@ -75,16 +72,11 @@ fn cost(img: &StoredImage) -> usize {
         img.finish_reason.as_ref().map_or(0, String::capacity),
         img.thought_signature.as_ref().map_or(0, String::capacity),
         img.path.as_ref().map_or(0, |p| p.as_os_str().len()),
+        img.image_id.as_ref().map_or(0, String::capacity),
+        img.record_error.as_ref().map_or(0, String::capacity),
+        img.parent.as_ref().map_or(0, String::capacity),
     ];
     strings.iter().sum::<usize>() + std::mem::size_of::<Entry>() + 64
-}
-
-fn cut(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 impl Sessions {
@@ -184,6 +176,9 @@ mod tests {
             prompt: prompt.into(),
             created_at: "now".into(),
             thought_signature: Some("s".repeat(signature)),
+            image_id: None,
+            record_error: None,
+            parent: None,
         }
     }
 

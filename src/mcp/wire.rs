@@ -34,8 +34,13 @@ pub struct GenerateArgs {
 #[serde(rename_all = "camelCase")]
 pub struct EditArgs {
     /// The image to edit: a local file path, an https URL, a URL returned
-    /// by this server, or a data: URI.
-    pub image_path: String,
+    /// by this server, or a data: URI. Give this or imageId.
+    #[serde(default)]
+    pub image_path: Option<String>,
+    /// The imageId an earlier result of this server returned (works on
+    /// any replica, with or without a session). Give this or imagePath.
+    #[serde(default)]
+    pub image_id: Option<String>,
     /// Text describing the modifications to make.
     pub prompt: String,
     #[serde(flatten)]
@@ -58,8 +63,22 @@ pub struct MoreInputs {
 pub struct ContinueArgs {
     /// Text describing the changes to make to the last image.
     pub prompt: String,
+    /// The imageId of the image to continue from, as an earlier result
+    /// returned it. Pass it whenever you have it: it works on any replica
+    /// and without a session. Without it, this session's last image.
+    #[serde(default)]
+    pub image_id: Option<String>,
     #[serde(flatten)]
     pub more: MoreInputs,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InfoArgs {
+    /// The imageId an earlier result returned. Without it, this session's
+    /// last image.
+    #[serde(default)]
+    pub image_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -95,6 +114,16 @@ pub struct Usage {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageResult {
+    /// The image's handle: pass it to continue_editing, edit_image or
+    /// get_last_image_info to work on this image again, from any replica.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// Why the image has no imageId (its record could not be stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_error: Option<String>,
+    /// The imageId this image was edited from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_image_id: Option<String>,
     /// Where to fetch the image: an https URL (Azure, read SAS unless
     /// public) or a file:// URL (local folder).
     pub url: String,
@@ -129,6 +158,9 @@ impl From<&StoredImage> for ImageResult {
     fn from(img: &StoredImage) -> Self {
         let u = &img.usage;
         Self {
+            image_id: img.image_id.clone(),
+            record_error: img.record_error.clone(),
+            parent_image_id: img.parent.clone(),
             url: img.url.clone(),
             azure_url: img.is_azure().then(|| img.url.clone()),
             path: img.path.as_ref().map(|p| p.display().to_string()),

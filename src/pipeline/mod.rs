@@ -12,7 +12,7 @@
 
 mod images;
 mod naive;
-mod outcome;
+pub mod outcome;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use crate::gemini::{self, GeminiClient, ImageOptions, ImageRequest, Turn};
 use crate::inputs::Prepared;
 use crate::memory::Budget;
 use crate::memory::pool::BlockPool;
+use crate::store::records::ImageId;
 use crate::store::{StorageKind, Store};
 
 use images::{Images, explain_no_image};
@@ -66,6 +67,8 @@ pub struct Job {
     /// Memory the request's input streams need while the body is sent,
     /// beyond a waiting call's own.
     extra_reservation: u64,
+    /// The image id this edit started from, for the new image's record.
+    parent: Option<String>,
     /// Input files the body streams from; kept until the call ends.
     _inputs: Vec<Prepared>,
 }
@@ -77,6 +80,7 @@ impl Job {
             request: ImageRequest::text(req.prompt, req.options),
             prefix: "generated",
             extra_reservation: 0,
+            parent: None,
             _inputs: Vec::new(),
         }
     }
@@ -100,8 +104,15 @@ impl Job {
             prefix: "edited",
             // Read buffer, one base64 chunk and HTTP write buffers.
             extra_reservation: 1 << 20,
+            parent: None,
             _inputs: keep,
         }
+    }
+
+    /// Name the recorded image this edit started from.
+    pub fn with_parent(mut self, parent: Option<String>) -> Self {
+        self.parent = parent;
+        self
     }
 
     /// Also reserve what the transport holds for this call while it
@@ -202,6 +213,33 @@ impl Pipeline {
     /// Run one job to a stored image or an error; on any error nothing is
     /// left in storage.
     pub async fn run(
+        &self,
+        job: Job,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+    ) -> Result<StoredImage, PipelineError> {
+        let parent = job.parent.clone();
+        let mut img = self.store_image(job, progress, cancel).await?;
+        img.parent = parent;
+        self.record(&mut img).await;
+        Ok(img)
+    }
+
+    /// Store the record that lets any replica find `img` by id. The image
+    /// is committed already and stays: a record that cannot be written
+    /// costs the image its id, not the call (the result says why).
+    async fn record(&self, img: &mut StoredImage) {
+        let id = ImageId::new();
+        match self.store.put_record(&img.record(&id)).await {
+            Ok(()) => img.image_id = Some(id.to_string()),
+            Err(e) => {
+                tracing::warn!(blob = %img.blob_name, error = %e, "could not store the image record");
+                img.record_error = Some(e.to_string());
+            }
+        }
+    }
+
+    async fn store_image(
         &self,
         job: Job,
         progress: &dyn Progress,
@@ -311,6 +349,9 @@ impl Pipeline {
             prompt: job.request.prompt,
             created_at: now_rfc3339(),
             thought_signature: meta.thought_signature,
+            image_id: None,
+            record_error: None,
+            parent: None,
         })
     }
 

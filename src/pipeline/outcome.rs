@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::extract::sniff::ImageFormat;
 use crate::extract::{ExtractError, Usage};
 use crate::gemini::GeminiError;
 use crate::memory::Busy;
-use crate::store::{StorageKind, StoreError};
+use crate::store::records::{ImageId, ImageRecord, RECORD_VERSION};
+use crate::store::{StorageKind, StoreError, Stored};
 
 /// A stored image and what is known about it. Plain data: the MCP layer
 /// shapes it into its wire type, the command line prints it.
@@ -36,6 +38,75 @@ pub struct StoredImage {
     pub created_at: String,
     /// Gemini 3's signature for multi-turn edits; kept server-side.
     pub thought_signature: Option<String>,
+    /// The handle any replica finds the image by, once its record is
+    /// stored (`store::records`); `None` when the record could not be
+    /// written, with the reason in `record_error`.
+    pub image_id: Option<String>,
+    pub record_error: Option<String>,
+    /// The image this one was edited from, when the edit named it by id.
+    pub parent: Option<String>,
+}
+
+impl StoredImage {
+    /// The record the store keeps for this image.
+    pub fn record(&self, id: &ImageId) -> ImageRecord {
+        ImageRecord {
+            version: RECORD_VERSION,
+            image_id: id.to_string(),
+            blob_name: self.blob_name.clone(),
+            content_type: self.content_type.to_string(),
+            bytes: self.bytes,
+            sha256: self.sha256.clone(),
+            width: self.width,
+            height: self.height,
+            model: self.model.clone(),
+            prompt: cut(&self.prompt, KEPT_PROMPT_BYTES),
+            text: self.text.as_deref().map(|t| cut(t, KEPT_TEXT_BYTES)),
+            parent: self.parent.clone(),
+            created_at: self.created_at.clone(),
+            thought_signature: self.thought_signature.clone(),
+        }
+    }
+
+    /// An image found by its record, at the place the store says.
+    pub fn from_record(rec: ImageRecord, at: Stored) -> Self {
+        Self {
+            url: at.url,
+            path: at.path,
+            storage: at.storage,
+            blob_name: rec.blob_name,
+            content_type: ImageFormat::from_mime(&rec.content_type)
+                .map_or("application/octet-stream", ImageFormat::mime),
+            bytes: rec.bytes,
+            sha256: rec.sha256,
+            width: rec.width,
+            height: rec.height,
+            model: rec.model,
+            text: rec.text,
+            finish_reason: None,
+            usage: Usage::default(),
+            prompt: rec.prompt,
+            created_at: rec.created_at,
+            thought_signature: rec.thought_signature,
+            image_id: Some(rec.image_id),
+            record_error: None,
+            parent: rec.parent,
+        }
+    }
+}
+
+/// The longest prompt a record keeps (the previous turn continue_editing
+/// sends back to Gemini); longer ones are cut on a character boundary.
+pub const KEPT_PROMPT_BYTES: usize = 4 << 10;
+/// The longest model text a record keeps.
+pub const KEPT_TEXT_BYTES: usize = 1 << 10;
+
+pub fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -221,6 +221,12 @@ impl AzureStore {
         self.url_source().stored(&self.store, &path, name).await
     }
 
+    /// The URL of a blob of this container, as an upload of it returns.
+    pub async fn stored_url(&self, name: String) -> Result<Stored, StoreError> {
+        let path = Path::from(name.as_str());
+        self.url_source().stored(&self.store, &path, name).await
+    }
+
     fn url_source(&self) -> UrlSource {
         UrlSource {
             mode: self.url_mode.clone(),
@@ -348,7 +354,7 @@ pub fn describe_error(e: object_store::Error) -> String {
 /// object_store errors to messages that say what to fix. Its Display can
 /// carry a URL; signed URLs are never put into requests it reports, and the
 /// account key never appears in a URL.
-fn map_err(e: object_store::Error, container: &str) -> StoreError {
+pub(super) fn map_err(e: object_store::Error, container: &str) -> StoreError {
     let text = e.to_string();
     match e {
         object_store::Error::NotFound { .. } if text.contains("ContainerNotFound") => {

@@ -9,6 +9,7 @@ pub mod azure;
 pub mod azure_setup;
 pub mod connstr;
 pub mod local;
+pub mod records;
 
 use std::path::PathBuf;
 use std::sync::Arc;

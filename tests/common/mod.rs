@@ -212,12 +212,21 @@ pub fn files_in(dir: &Path) -> Vec<String> {
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != RECORDS_DIR)
                 .collect()
         })
         .unwrap_or_default();
     v.sort();
     v
 }
+
+/// The image records in a local output folder (`store::records`), temp
+/// files included.
+pub fn records_in(dir: &Path) -> Vec<String> {
+    files_in(&dir.join(RECORDS_DIR))
+}
+
+pub use nano_banana_mcp::store::records::RECORDS_DIR;
 
 /// The name and bytes of the one file in `dir`, which must be a stored
 /// image under its final name, not a temp file.
@@ -232,8 +241,22 @@ pub fn only_stored_file(dir: &Path) -> (String, Vec<u8>) {
     (files[0].clone(), bytes)
 }
 
-/// Blob names in an Azurite container (a signed List Blobs).
+/// Image blob names in an Azurite container (a signed List Blobs),
+/// records left out.
 pub async fn list_blobs(endpoint: &str, container: &str) -> Vec<String> {
+    let mut all = list_all_blobs(endpoint, container).await;
+    all.retain(|n| !n.starts_with(&format!("{RECORDS_DIR}/")));
+    all
+}
+
+/// The image records in an Azurite container.
+pub async fn list_records(endpoint: &str, container: &str) -> Vec<String> {
+    let mut all = list_all_blobs(endpoint, container).await;
+    all.retain(|n| n.starts_with(&format!("{RECORDS_DIR}/")));
+    all
+}
+
+async fn list_all_blobs(endpoint: &str, container: &str) -> Vec<String> {
     use futures::TryStreamExt as _;
     use object_store::ObjectStore as _;
     let cs = nano_banana_mcp::store::connstr::parse(&azurite_connection_string(endpoint))
