@@ -71,6 +71,11 @@ impl Raw {
 
     /// The response with this id (notifications are skipped).
     async fn reply(&mut self, id: u64) -> Value {
+        self.reply_to(json!(id)).await
+    }
+
+    /// The response whose id is `id` (`null` for a parse error).
+    async fn reply_to(&mut self, id: Value) -> Value {
         loop {
             let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
                 .await
@@ -80,7 +85,7 @@ impl Raw {
             let Ok(v) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };
-            if v["id"] == json!(id) {
+            if v.get("id") == Some(&id) {
                 return v;
             }
         }
@@ -150,6 +155,9 @@ async fn hostile_stdin_does_not_take_the_server_down() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut s = Raw::start(&fake.base_url(), dir.path(), &[]).await;
     s.write(b"{this is not json\n").await;
+    // JSON-RPC's parse error, with a null id: the line had none to echo.
+    let e = s.reply_to(Value::Null).await;
+    assert_eq!(e["error"]["code"], -32700, "{e}");
     // 100 MB on one line: dropped at the 8 MiB cap, never buffered whole.
     let chunk = vec![b'x'; 1 << 20];
     s.write(b"{\"jsonrpc\":\"2.0\",\"id\":99,\"method\":\"ping\",\"params\":{\"pad\":\"")
