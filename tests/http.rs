@@ -967,3 +967,108 @@ async fn delete_and_parse_errors_answer_as_the_spec_says() {
         assert_eq!(code, Some(0));
     }
 }
+
+/// The SSE events (`id`, `data`) in a stream's text.
+fn sse_events(text: &str) -> Vec<(String, String)> {
+    text.split("\n\n")
+        .filter_map(|ev| {
+            let field = |name: &str| {
+                ev.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim_start().to_string())
+            };
+            Some((field("id:")?, field("data:").unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// Resuming a call's SSE stream (GET with Last-Event-ID) brings only what
+/// the client has not seen: after the last event it had, nothing again;
+/// after the result, an empty stream that ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumed_streams_do_not_repeat_what_the_client_had() {
+    use futures::StreamExt as _;
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = start_http(&fake.base_url(), dir.path(), &[]).await;
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"resumer","version":"1"}}});
+    let r = mcp_post(&srv.base, None, &init).send().await.expect("init");
+    let sid = r.headers()["mcp-session-id"]
+        .to_str()
+        .expect("sid")
+        .to_string();
+    drop(r);
+    let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
+    let r = mcp_post(&srv.base, Some(&sid), &note)
+        .send()
+        .await
+        .expect("note");
+    assert!(r.status().is_success());
+
+    // A slow call with progress: read its stream up to the first progress
+    // event (after rmcp's priming event, which has no data), then lose the
+    // connection, as a client on a flaky network does; with a session,
+    // the call goes on.
+    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"generate_image","_meta":{"progressToken":"p1"},
+        "arguments":{"prompt":"slow fake:size=2MiB fake:drip=60"}}});
+    let r = mcp_post(&srv.base, Some(&sid), &call)
+        .send()
+        .await
+        .expect("call");
+    let mut body = r.bytes_stream();
+    let mut seen = String::new();
+    let progress = |text: &str| {
+        sse_events(text)
+            .into_iter()
+            .find(|(_, data)| data.contains("notifications/progress"))
+    };
+    while progress(&seen).is_none() {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream is open")
+            .expect("chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(body);
+    let (first_id, _) = progress(&seen).expect("progress");
+    let resume = |last: String| {
+        let base = srv.base.clone();
+        let sid = sid.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .get(format!("{base}/mcp"))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("accept", "text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("mcp-session-id", &sid)
+                .header("last-event-id", &last)
+                .send()
+                .await
+                .expect("resume");
+            assert_eq!(r.status(), 200);
+            let text = tokio::time::timeout(Duration::from_secs(10), r.text())
+                .await
+                .expect("a finished stream resumes and ends")
+                .expect("body");
+            sse_events(&text)
+        }
+    };
+    // Resumed while the call runs: the rest of the stream, to the result,
+    // without the event the client had.
+    let rest = resume(first_id.clone()).await;
+    assert!(
+        rest.iter().all(|(id, _)| *id != first_id),
+        "the event the client had came again: {rest:?}"
+    );
+    let (result_id, result) = rest.last().cloned().expect("the rest of the stream");
+    assert!(
+        result.contains("\"result\""),
+        "the result comes last: {result}"
+    );
+    let again = resume(result_id).await;
+    assert!(again.is_empty(), "replayed after the result: {again:?}");
+    let (code, _) = srv.sigterm().await;
+    assert_eq!(code, Some(0));
+}

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::direct;
 use super::edge::{self, BodyLimits, ConnLimits, EdgeStats};
+use super::resume;
 use crate::app::{SharedApp, StartError};
 use crate::mcp::Service;
 use crate::secret::Secret;
@@ -146,6 +147,18 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
             return StatusCode::NO_CONTENT.into_response();
         }
         return resp;
+    }
+    if req.method() == axum::http::Method::GET {
+        let last = req
+            .headers()
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let resp = next.run(req).await;
+        return match last {
+            Some(id) => resume::without_event(resp, id),
+            None => resp,
+        };
     }
     if req.method() != axum::http::Method::POST {
         return next.run(req).await;

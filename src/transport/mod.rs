@@ -5,6 +5,7 @@
 pub mod direct;
 pub mod edge;
 pub mod http;
+pub mod resume;
 pub mod stdio;
 
 /// Resolves on the first SIGTERM or SIGINT.
