@@ -426,6 +426,65 @@ async fn sigkill_mid_upload_leaves_no_image_and_no_record() {
     assert!(status.success(), "{status:?}\n{log}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_upload_to_azure_leaves_no_blob_and_no_record() {
+    let Some(endpoint) = azurite() else { return };
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let container = unique("sigkill");
+    let cs = azurite_connection_string(&endpoint);
+    let env = [
+        ("AZURE_STORAGE_CONNECTION_STRING", cs.as_str()),
+        ("AZURE_STORAGE_CONTAINER_NAME", container.as_str()),
+        ("NANO_BANANA_BLOCK_SIZE", "256KiB"),
+    ];
+    let mut a = Raw::start(&fake.base_url(), dir.path(), &env).await;
+    a.send(&json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"generate_image","arguments":{"prompt":"gone fake:size=6MiB fake:drip=20"}}}))
+        .await;
+    // Gemini is streaming and blocks are going up: kill it there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fake.state.sent().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pid = a.child.id().expect("pid");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc_kill(pid as i32, 9) };
+    let (status, _) = a.exit_with_pipes_open().await;
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        !fake.state.sent()[0].completed,
+        "killed too late: the image was whole"
+    );
+    assert!(list_blobs(&endpoint, &container).await.is_empty());
+    assert!(list_records(&endpoint, &container).await.is_empty());
+
+    // Another replica on the same container is unaffected.
+    let mut b = Raw::start(&fake.base_url(), dir.path(), &env).await;
+    let r = b
+        .call(
+            1,
+            "generate_image",
+            json!({"prompt": "after fake:size=100000"}),
+        )
+        .await;
+    let id = r["result"]["structuredContent"]["imageId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    assert_eq!(list_blobs(&endpoint, &container).await.len(), 1);
+    assert_eq!(
+        list_records(&endpoint, &container).await,
+        vec![format!("{RECORDS_DIR}/{id}.json")]
+    );
+    let (status, log) = b.vanish().await;
+    assert!(status.success(), "{status:?}\n{log}");
+}
+
 /// The Azurite the test suite shares cannot be stopped; this one belongs to
 /// one test. It keeps its data in a folder, so a restart keeps containers.
 struct OwnAzurite {
