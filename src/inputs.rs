@@ -37,6 +37,10 @@ pub struct InputRules {
     /// Whether `allowed_dirs` applies (always over HTTP; over stdio only
     /// when directories were configured).
     pub enforce_dirs: bool,
+    /// Whether a path into the local output folder is an input (stdio: the
+    /// user's own images). Over HTTP every caller's images share that
+    /// folder, so earlier images are named by `imageId` instead.
+    pub output_folder_by_path: bool,
     /// `host` or `host:port` entries allowed even when private, and over
     /// plain http.
     pub allow_hosts: Vec<String>,
@@ -49,10 +53,13 @@ pub struct InputRules {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// The same answer whether the file is missing, unreadable or outside
+    /// the allowed directories, so a caller cannot probe the host's files;
+    /// the log says which.
     #[error(
-        "{what} is outside the allowed directories ({dirs}); add its folder with --allowed-dir (NANO_BANANA_ALLOWED_DIRS)"
+        "{what} is not a readable file inside the directories this server may read; its operator allows folders with --allowed-dir (NANO_BANANA_ALLOWED_DIRS)"
     )]
-    PathNotAllowed { what: String, dirs: String },
+    PathNotAllowed { what: String },
     #[error("{what} cannot be read: {reason}")]
     Unreadable { what: String, reason: String },
     #[error("{what} is {size} bytes; the limit is {cap} bytes per input (--max-input-bytes)")]
@@ -68,7 +75,7 @@ pub enum InputError {
     )]
     Scheme { what: String },
     #[error(
-        "refusing {what}: {host} resolves to {ip}, a {kind} address; allow the host explicitly with --allow-url-host if this is intended"
+        "refusing {what}: its host is not a public internet address; the server's operator can allow a host with --allow-url-host"
     )]
     Blocked {
         what: String,
@@ -127,9 +134,13 @@ impl Drop for TempFile {
 /// An input ready to stream: a readable file of known size and type.
 #[derive(Debug)]
 pub struct Prepared {
+    /// The name every read uses: `/proc/self/fd/N` of `_held` where the
+    /// system has it, so each attempt reads the file that was checked even
+    /// if its name has since been pointed elsewhere.
     pub path: PathBuf,
     pub len: u64,
     pub format: ImageFormat,
+    _held: Option<std::fs::File>,
     // Field order matters: the file goes before its disk reservation.
     _temp: Option<TempFile>,
     _disk: Option<Reservation>,
@@ -195,12 +206,14 @@ impl Fetcher {
                 what: what.clone(),
                 reason: e.to_string(),
             })?;
-            if let Store::Azure(az) = &*self.store
-                && let Some(name) = az.blob_name_from_url(&url)
-            {
-                return self.load_own_blob(&name, &what).await;
-            }
-            return self.download(url, &what).await;
+            // A URL into this server's own container is fetched as given,
+            // with no credential of the server's: Azure itself checks the
+            // SAS it carries (signature, expiry, permissions), so a caller
+            // reads only what it could read without us. Images by handle
+            // (`imageId`) are read with the server's credential.
+            let own =
+                matches!(&*self.store, Store::Azure(az) if az.blob_name_from_url(&url).is_some());
+            return self.download(url, &what, own).await;
         }
         self.load_path(Path::new(spec), &what).await
     }
@@ -215,7 +228,7 @@ impl Fetcher {
             (Store::Local(_), Some(p)) => {
                 // Our own output folder is always allowed.
                 let p = PathBuf::from(p);
-                check_file(&p, blob_name, self.rules.max_input_bytes).await
+                check_file(&p, blob_name, self.rules.max_input_bytes, None).await
             }
             _ => self.load_own_blob(blob_name, blob_name).await,
         }
@@ -264,41 +277,57 @@ impl Fetcher {
     }
 
     async fn load_path(&self, path: &Path, what: &str) -> Result<Prepared, InputError> {
-        let canon = tokio::fs::canonicalize(path)
-            .await
-            .map_err(|e| InputError::Unreadable {
-                what: what.to_string(),
-                reason: e.to_string(),
-            })?;
-        if self.rules.enforce_dirs {
-            let own = match &*self.store {
-                Store::Local(l) => Some(l.dir().to_path_buf()),
-                Store::Azure(_) => None,
-            };
-            let ok = self
-                .rules
-                .allowed_dirs
-                .iter()
-                .chain(own.iter())
-                .any(|d| canon.starts_with(d));
-            if !ok {
-                let dirs = if self.rules.allowed_dirs.is_empty() {
-                    "none configured".to_string()
-                } else {
-                    self.rules
-                        .allowed_dirs
-                        .iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                return Err(InputError::PathNotAllowed {
-                    what: what.to_string(),
-                    dirs,
-                });
+        if !self.rules.enforce_dirs {
+            // stdio with no directories configured: the user's own files.
+            let canon =
+                tokio::fs::canonicalize(path)
+                    .await
+                    .map_err(|e| InputError::Unreadable {
+                        what: what.to_string(),
+                        reason: e.to_string(),
+                    })?;
+            return check_file(&canon, what, self.rules.max_input_bytes, None).await;
+        }
+        let mut dirs = self.rules.allowed_dirs.clone();
+        if let Store::Local(l) = &*self.store {
+            let out = l.dir().to_path_buf();
+            if self.rules.output_folder_by_path {
+                dirs.push(out);
+            } else {
+                // Even when an allowed directory contains it.
+                let canon = tokio::fs::canonicalize(path).await.ok();
+                if canon.is_some_and(|c| c.starts_with(&out)) {
+                    tracing::warn!(input = %what, "input path refused: in the output folder over HTTP");
+                    return Err(InputError::PathNotAllowed {
+                        what: what.to_string(),
+                    });
+                }
             }
         }
-        check_file(&canon, what, self.rules.max_input_bytes).await
+        let refused = |reason: &str| {
+            tracing::warn!(input = %what, reason, "input path refused");
+            InputError::PathNotAllowed {
+                what: what.to_string(),
+            }
+        };
+        let canon = match tokio::fs::canonicalize(path).await {
+            Ok(c) => c,
+            Err(e) => return Err(refused(&e.to_string())),
+        };
+        if !dirs.iter().any(|d| canon.starts_with(d)) {
+            return Err(refused(if self.rules.allowed_dirs.is_empty() {
+                "outside the output folder, and no --allowed-dir is configured"
+            } else {
+                "outside the allowed directories"
+            }));
+        }
+        match check_file(&canon, what, self.rules.max_input_bytes, Some(&dirs)).await {
+            Err(InputError::PathNotAllowed { .. }) => Err(refused(
+                "the name pointed outside the allowed directories when opened",
+            )),
+            Err(InputError::Unreadable { reason, .. }) => Err(refused(&reason)),
+            other => other,
+        }
     }
 
     fn temp_path(&self) -> PathBuf {
@@ -356,7 +385,7 @@ impl Fetcher {
         }
         file.flush().await.map_err(|e| err(&e.to_string()))?;
         drop(file);
-        let mut p = check_file(&tmp.0, what, self.rules.max_input_bytes).await?;
+        let mut p = check_file(&tmp.0, what, self.rules.max_input_bytes, None).await?;
         p._temp = Some(tmp);
         p._disk = Some(disk);
         Ok(p)
@@ -411,7 +440,7 @@ impl Fetcher {
             .await
             .map_err(|e| download_err(what, e.to_string()))?;
         drop(file);
-        let mut p = check_file(&tmp.0, what, self.rules.max_input_bytes).await?;
+        let mut p = check_file(&tmp.0, what, self.rules.max_input_bytes, None).await?;
         p._temp = Some(tmp);
         p._disk = Some(disk);
         Ok(p)
@@ -427,8 +456,16 @@ impl Fetcher {
     }
 
     /// Check a URL and resolve it to one address it may be fetched from.
-    async fn vet(&self, url: &url::Url, what: &str) -> Result<SocketAddr, InputError> {
-        let allowed = self.host_allowed(url);
+    /// `own_storage`: the URL is on the storage endpoint the operator
+    /// configured, which may be http and private (an emulator, a private
+    /// endpoint).
+    async fn vet(
+        &self,
+        url: &url::Url,
+        what: &str,
+        own_storage: bool,
+    ) -> Result<SocketAddr, InputError> {
+        let allowed = own_storage || self.host_allowed(url);
         if url.scheme() != "https" && !(url.scheme() == "http" && allowed) {
             return Err(InputError::Scheme {
                 what: what.to_string(),
@@ -436,13 +473,23 @@ impl Fetcher {
         }
         let host = url.host_str().unwrap_or("").to_string();
         let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| InputError::Download {
-                what: what.to_string(),
-                reason: format!("cannot resolve {host}: {e}"),
-            })?
-            .collect();
+        // An IP literal is its own address (the host string of an IPv6 one
+        // keeps its brackets, which no resolver takes).
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
+            Some(url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
+            _ => None,
+        };
+        let addrs: Vec<SocketAddr> = match literal {
+            Some(ip) => vec![SocketAddr::new(ip, port)],
+            None => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| InputError::Download {
+                    what: what.to_string(),
+                    reason: format!("cannot resolve {host}: {e}"),
+                })?
+                .collect(),
+        };
         let first = *addrs.first().ok_or_else(|| InputError::Download {
             what: what.to_string(),
             reason: format!("{host} has no addresses"),
@@ -452,6 +499,9 @@ impl Fetcher {
             // public and a private address could be switched between them.
             for a in &addrs {
                 if let Some(kind) = forbidden_kind(a.ip()) {
+                    // The caller learns only that it was refused; the
+                    // address and its class are for the operator.
+                    tracing::warn!(input = %what, %host, ip = %a.ip(), kind, "input URL refused: not a public address");
                     return Err(InputError::Blocked {
                         what: what.to_string(),
                         host,
@@ -464,19 +514,34 @@ impl Fetcher {
         Ok(first)
     }
 
-    async fn download(&self, mut url: url::Url, what: &str) -> Result<Prepared, InputError> {
+    async fn download(
+        &self,
+        mut url: url::Url,
+        what: &str,
+        own_storage: bool,
+    ) -> Result<Prepared, InputError> {
         let dl = |reason: String| InputError::Download {
             what: what.to_string(),
             reason,
         };
+        // Storage does not redirect; a redirect from it is followed by no
+        // one (a hop elsewhere would be vetted as any other URL, but there
+        // is nothing legitimate to follow).
+        let max_redirects = if own_storage {
+            0
+        } else {
+            self.rules.max_redirects
+        };
         let mut redirects = 0;
         let resp = loop {
-            let addr = self.vet(&url, what).await?;
+            let addr = self.vet(&url, what, own_storage).await?;
             let host = url.host_str().unwrap_or("").to_string();
             // Pinned to the vetted address; redirects are followed by hand
             // so each hop is vetted too.
             let client = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                // A proxy would resolve the name again, undoing the pin.
+                .no_proxy()
                 .resolve(&host, addr)
                 .connect_timeout(Duration::from_secs(10))
                 .timeout(self.rules.download_timeout)
@@ -489,10 +554,10 @@ impl Fetcher {
                 .map_err(|e| dl(short_reqwest(&e)))?;
             if resp.status().is_redirection() {
                 redirects += 1;
-                if redirects > self.rules.max_redirects {
+                if redirects > max_redirects {
                     return Err(InputError::Redirects {
                         what: what.to_string(),
-                        max: self.rules.max_redirects,
+                        max: max_redirects,
                     });
                 }
                 let loc = resp
@@ -504,6 +569,14 @@ impl Fetcher {
                 continue;
             }
             if !resp.status().is_success() {
+                if own_storage {
+                    // Missing, or a SAS that is absent, expired or not
+                    // ours: the same answer, which Azure gives anyone.
+                    return Err(dl(format!(
+                        "HTTP {}: not found, or the URL's SAS does not allow reading it (pass the imageId of an image this server made instead)",
+                        resp.status().as_u16()
+                    )));
+                }
                 return Err(dl(format!("HTTP {}", resp.status())));
             }
             break resp;
@@ -590,15 +663,37 @@ async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
     o.open(path).await
 }
 
-/// A regular file within the size cap whose first bytes are an image.
-async fn check_file(path: &Path, what: &str, cap: u64) -> Result<Prepared, InputError> {
+/// A regular file within the size cap whose first bytes are an image,
+/// checked through the handle it stays open by (see [`Prepared::path`]).
+/// With `within`, the file the handle reaches must be under one of those
+/// directories: a name swapped for a symlink after it was resolved is
+/// caught here, and later reads cannot be redirected.
+async fn check_file(
+    path: &Path,
+    what: &str,
+    cap: u64,
+    within: Option<&[PathBuf]>,
+) -> Result<Prepared, InputError> {
     let unreadable = |reason: String| InputError::Unreadable {
         what: what.to_string(),
         reason,
     };
-    let meta = tokio::fs::metadata(path)
+    let mut f = tokio::fs::File::open(path)
         .await
         .map_err(|e| unreadable(e.to_string()))?;
+    let held_at = held_path(&f);
+    if let Some(dirs) = within {
+        let real = match &held_at {
+            Some(p) => tokio::fs::read_link(p).await.ok(),
+            None => tokio::fs::canonicalize(path).await.ok(),
+        };
+        if !real.is_some_and(|r| dirs.iter().any(|d| r.starts_with(d))) {
+            return Err(InputError::PathNotAllowed {
+                what: what.to_string(),
+            });
+        }
+    }
+    let meta = f.metadata().await.map_err(|e| unreadable(e.to_string()))?;
     if !meta.is_file() {
         return Err(unreadable("not a regular file".into()));
     }
@@ -610,9 +705,6 @@ async fn check_file(path: &Path, what: &str, cap: u64) -> Result<Prepared, Input
         });
     }
     let mut head = [0u8; 16];
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| unreadable(e.to_string()))?;
     let mut n = 0;
     while n < head.len() {
         let k = f
@@ -627,57 +719,133 @@ async fn check_file(path: &Path, what: &str, cap: u64) -> Result<Prepared, Input
     let format = sniff::sniff(&head[..n]).ok_or_else(|| InputError::NotAnImage {
         what: what.to_string(),
     })?;
+    let (path, held) = match held_at {
+        Some(p) => (p, Some(f.into_std().await)),
+        None => (path.to_path_buf(), None),
+    };
     Ok(Prepared {
-        path: path.to_path_buf(),
+        path,
         len: meta.len(),
         format,
+        _held: held,
         _temp: None,
         _disk: None,
     })
 }
 
-/// Why an address must not be fetched, if it must not.
+/// The name that reopens exactly this open file (Linux: `/proc/self/fd/N`,
+/// a new, independent handle on the same file), if the system has one.
+fn held_path(f: &tokio::fs::File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd as _;
+    let p = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+    std::fs::symlink_metadata(&p).is_ok().then_some(p)
+}
+
+/// Why an address must not be fetched, if it must not. IPv4: everything
+/// but public unicast (private, loopback, link-local, shared, benchmarking,
+/// documentation and the IETF protocol block are refused). IPv6: only
+/// global unicast (2000::/3) outside its special blocks; the forms that
+/// carry an IPv4 address (mapped, compatible, 6to4) are judged by it.
 pub fn forbidden_kind(ip: IpAddr) -> Option<&'static str> {
     match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            if v4.is_loopback() {
-                Some("loopback")
-            } else if o[0] == 169 && o[1] == 254 {
-                Some("link-local (cloud metadata)")
-            } else if v4.is_private() {
-                Some("private")
-            } else if o[0] == 100 && (64..128).contains(&o[1]) {
-                Some("shared (carrier-grade NAT)")
-            } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || o[0] == 0 {
-                Some("non-routable")
-            } else if o[0] >= 240 {
-                Some("reserved")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_kind(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if v6.is_unspecified() || v6.is_multicast() {
-                Some("non-routable")
-            } else if s[0] & 0xffc0 == 0xfe80 {
-                Some("link-local")
-            } else if s[0] & 0xfe00 == 0xfc00 {
-                Some("private (unique local)")
-            } else if s[0] == 0x64 && s[1] == 0xff9b {
-                // NAT64 can reach IPv4 private space.
-                Some("NAT64")
-            } else {
-                None
-            }
-        }
+        IpAddr::V4(v4) => forbidden_v4(v4),
+        IpAddr::V6(v6) => forbidden_v6(v6),
     }
+}
+
+fn forbidden_v4(v4: std::net::Ipv4Addr) -> Option<&'static str> {
+    let o = v4.octets();
+    if v4.is_loopback() {
+        Some("loopback")
+    } else if o[0] == 169 && o[1] == 254 {
+        Some("link-local (cloud metadata)")
+    } else if v4.is_private() {
+        Some("private")
+    } else if o[0] == 100 && (64..128).contains(&o[1]) {
+        Some("shared (carrier-grade NAT)")
+    } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || o[0] == 0 {
+        Some("non-routable")
+    } else if o[0] == 198 && (o[1] == 18 || o[1] == 19) {
+        Some("benchmarking")
+    } else if (o[0], o[1], o[2]) == (192, 0, 0) {
+        Some("IETF protocol assignments")
+    } else if matches!(
+        (o[0], o[1], o[2]),
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113)
+    ) {
+        Some("documentation")
+    } else if (o[0], o[1], o[2]) == (192, 88, 99) {
+        Some("6to4 relay")
+    } else if o[0] >= 240 {
+        Some("reserved")
+    } else {
+        None
+    }
+}
+
+fn forbidden_v6(v6: std::net::Ipv6Addr) -> Option<&'static str> {
+    let s = v6.segments();
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return forbidden_v4(v4);
+    }
+    if v6.is_loopback() {
+        return Some("loopback");
+    }
+    if v6.is_unspecified() || v6.is_multicast() {
+        return Some("non-routable");
+    }
+    if s[..6].iter().all(|&x| x == 0) {
+        // IPv4-compatible (::a.b.c.d, deprecated): some stacks still route
+        // it to the IPv4 address.
+        return forbidden_v4(std::net::Ipv4Addr::new(
+            (s[6] >> 8) as u8,
+            s[6] as u8,
+            (s[7] >> 8) as u8,
+            s[7] as u8,
+        ))
+        .or(Some("IPv4-compatible"));
+    }
+    if s[0] & 0xffc0 == 0xfe80 {
+        return Some("link-local");
+    }
+    if s[0] & 0xffc0 == 0xfec0 {
+        return Some("site-local");
+    }
+    if s[0] & 0xfe00 == 0xfc00 {
+        return Some("private (unique local)");
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        // NAT64's well-known prefix (what DNS64 hands out in IPv6-only
+        // clusters): judged by the IPv4 address it reaches.
+        return forbidden_v4(std::net::Ipv4Addr::new(
+            (s[6] >> 8) as u8,
+            s[6] as u8,
+            (s[7] >> 8) as u8,
+            s[7] as u8,
+        ));
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b {
+        // Local-use NAT64 prefixes (64:ff9b:1::/48) embed the address in
+        // ways a client cannot know.
+        return Some("NAT64 (local use)");
+    }
+    if s[0] == 0x2002 {
+        // 6to4: the next 32 bits are an IPv4 address the relay reaches.
+        let v4 =
+            std::net::Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
+        return forbidden_v4(v4);
+    }
+    if s[0] == 0x2001 && s[1] == 0x0db8 {
+        return Some("documentation");
+    }
+    if s[0] == 0x2001 && s[1] < 0x0200 {
+        // 2001::/23 (Teredo, ORCHID, benchmarking, …): not plain hosts.
+        return Some("IETF special-purpose");
+    }
+    if s[0] & 0xe000 != 0x2000 {
+        return Some("reserved");
+    }
+    None
 }
 
 #[cfg(test)]
@@ -698,6 +866,28 @@ mod tests {
             ("fe80::1", true),
             ("fd00::1", true),
             ("::ffff:127.0.0.1", true),
+            ("::7f00:1", true),
+            ("::a00:1", true),
+            ("::808:808", true),
+            ("fec0::1", true),
+            ("2002:a00:1::1", true),
+            ("2002:7f00:1::", true),
+            ("2002:808:808::1", false),
+            ("198.18.0.1", true),
+            ("198.19.255.255", true),
+            ("198.20.0.1", false),
+            ("192.0.0.8", true),
+            ("192.0.2.1", true),
+            ("203.0.113.9", true),
+            ("192.88.99.1", true),
+            ("2001:db8::1", true),
+            ("2001::1", true),
+            ("64:ff9b::a00:1", true),
+            ("64:ff9b::808:808", false),
+            ("64:ff9b:1::808:808", true),
+            ("100::1", true),
+            ("4000::1", true),
+            ("2001:4860:4860::8888", false),
             ("8.8.8.8", false),
             ("2606:4700::1111", false),
         ] {
@@ -721,6 +911,7 @@ mod tests {
             rules: InputRules {
                 allowed_dirs: Vec::new(),
                 enforce_dirs: false,
+                output_folder_by_path: true,
                 allow_hosts: Vec::new(),
                 max_input_bytes: 1 << 20,
                 max_total_bytes: 2 << 20,
@@ -736,6 +927,35 @@ mod tests {
             }),
             preparing: Arc::new(tokio::sync::Semaphore::new(PREPARE_AT_ONCE)),
         }
+    }
+
+    #[tokio::test]
+    async fn ip_literals_are_their_own_address() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = fetcher(dir.path(), 1 << 20);
+        for (url, want) in [
+            (
+                "https://[2001:4860:4860::8888]/a.png",
+                "[2001:4860:4860::8888]:443",
+            ),
+            (
+                "https://[2606:4700::1111]:8443/a.png",
+                "[2606:4700::1111]:8443",
+            ),
+            ("https://8.8.8.8/a.png", "8.8.8.8:443"),
+        ] {
+            let u = url::Url::parse(url).expect("url");
+            let got = f.vet(&u, "x", false).await.expect(url);
+            assert_eq!(got.to_string(), want);
+        }
+        let u = url::Url::parse("https://[fd00::1]/a.png").expect("url");
+        assert!(matches!(
+            f.vet(&u, "x", false).await,
+            Err(InputError::Blocked {
+                kind: "private (unique local)",
+                ..
+            })
+        ));
     }
 
     fn png_data_uri(len: usize) -> String {

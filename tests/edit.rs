@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
@@ -138,6 +139,24 @@ async fn edits_from_azurite_urls_and_continue_with_gemini_3() {
     let req = fake.state.requests().pop().expect("request");
     assert_eq!(req.inputs[0].sha256, first["sha256"].as_str().expect("sha"));
 
+    // The same blob without its SAS, with a forged one, and a blob that is
+    // not there: the server does not read its container for the caller,
+    // and all three get the same answer.
+    let plain = url.split('?').next().expect("base").to_string();
+    let forged = url.replace("sig=", "sig=AAAA");
+    let missing = format!("{}/{container}/nope.png", endpoint);
+    let asked = fake.state.requests().len();
+    for u in [&plain, &forged, &missing] {
+        let r = s
+            .call("edit_image", json!({"imagePath": u, "prompt": "x"}))
+            .await;
+        assert!(is_error(&r), "{u} was read");
+        let t = text_of(&r);
+        assert!(t.contains("does not allow reading it"), "{u}: {t}");
+        assert!(!t.contains("does not exist"), "{u}: {t}");
+    }
+    assert_eq!(fake.state.requests().len(), asked, "nothing reached Gemini");
+
     // Multi-turn with Gemini 3: the previous signature goes back.
     let edited_sig = fake.state.sent().pop().expect("sent").thought_signature;
     let r = s
@@ -171,11 +190,26 @@ async fn input_rules_refuse_what_they_should() {
         .expect("symlink");
     let srv = url_server(img.clone()).await;
     let private = url_server(img.clone()).await;
+    // A proxy in the environment would resolve names again, past the pin:
+    // downloads must not use it (it counts the connections it is offered).
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let proxy_url = format!("http://{}", proxy.local_addr().expect("addr"));
+    proxy.set_nonblocking(true).expect("nonblocking");
     let s = start(ServerOpts {
         fake: &fake,
         out_dir: Some(&dir.path().join("out")),
         azure: None,
         env: vec![
+            ("HTTP_PROXY".into(), proxy_url.clone()),
+            ("HTTPS_PROXY".into(), proxy_url.clone()),
+            ("ALL_PROXY".into(), proxy_url),
+            // Gemini may go through a proxy; here it is reached directly,
+            // by a name the proxy rules exempt.
+            (
+                "GEMINI_BASE_URL".into(),
+                fake.base_url().replace("127.0.0.1", "localhost"),
+            ),
+            ("NO_PROXY".into(), "localhost".into()),
             (
                 "NANO_BANANA_ALLOWED_DIRS".into(),
                 allowed.display().to_string(),
@@ -208,10 +242,26 @@ async fn input_rules_refuse_what_they_should() {
             "--max-input-bytes",
         ),
         (allowed.join("notes.txt").display().to_string(), "not a PNG"),
+        // Missing inside or outside: the same answer as "not allowed", so
+        // callers cannot probe which host files exist.
+        (
+            allowed.join("missing.png").display().to_string(),
+            "--allowed-dir",
+        ),
+        (
+            outside.join("missing.png").display().to_string(),
+            "--allowed-dir",
+        ),
         ("http://169.254.169.254/latest/meta-data".into(), "https"),
+        ("https://[::1]/img.png".into(), "not a public"),
+        ("https://[::7f00:1]/img.png".into(), "not a public"),
+        ("https://[::ffff:a9fe:a9fe]/img.png".into(), "not a public"),
+        ("https://[fec0::1]/img.png".into(), "not a public"),
+        ("https://[2002:a00:1::1]/img.png".into(), "not a public"),
+        ("https://198.18.0.1/img.png".into(), "not a public"),
         (
             "https://169.254.169.254/latest/meta-data".into(),
-            "link-local",
+            "not a public",
         ),
         (
             format!("http://127.0.0.1:{}/img.png", private.port()),
@@ -219,7 +269,7 @@ async fn input_rules_refuse_what_they_should() {
         ),
         (
             format!("https://127.0.0.1:{}/img.png", private.port()),
-            "loopback",
+            "not a public",
         ),
         (
             format!(
@@ -234,7 +284,7 @@ async fn input_rules_refuse_what_they_should() {
                 "http://127.0.0.1:{}/redirect?to=https://169.254.169.254/",
                 srv.port()
             ),
-            "link-local",
+            "not a public",
         ),
         (format!("http://127.0.0.1:{}/text", srv.port()), "not a PNG"),
     ];
@@ -243,6 +293,11 @@ async fn input_rules_refuse_what_they_should() {
         assert!(is_error(&r), "{input} was accepted");
         let t = text_of(&r);
         assert!(t.contains(want), "{input}: {t:?} does not mention {want:?}");
+        assert!(
+            !t.contains(&format!("({})", allowed.display())),
+            "{input}: the refusal lists the allowed directories: {t}"
+        );
+        assert!(!t.contains("No such file"), "{input}: {t}");
     }
     // Four inputs are too many for gemini-2.5-flash-image.
     let p = allowed.join("ok.png").display().to_string();
@@ -269,9 +324,21 @@ async fn input_rules_refuse_what_they_should() {
     }
     // No request reached Gemini for any refused input.
     assert_eq!(fake.state.requests().len(), 2);
+    assert!(proxy.accept().is_err(), "a download went through the proxy");
     let r = s.call("continue_editing", json!({"prompt": "again"})).await;
     assert!(!is_error(&r), "{}", text_of(&r));
-    s.stop().await;
+    // What the callers were not told is in the log, for the operator.
+    let log = s.stop().await;
+    for why in [
+        "kind=\"site-local\"",
+        "kind=\"benchmarking\"",
+        "kind=\"loopback\"",
+        "kind=\"link-local (cloud metadata)\"",
+        "input path refused",
+        "No such file",
+    ] {
+        assert!(log.contains(why), "the log does not say {why}: {log}");
+    }
 
     // A fresh session has nothing to continue.
     let s = start(ServerOpts {
@@ -285,5 +352,74 @@ async fn input_rules_refuse_what_they_should() {
     assert!(is_error(&r) && text_of(&r).contains("generate_image"));
     let r = s.call("get_last_image_info", json!({})).await;
     assert!(is_error(&r));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_swapped_between_attempts_still_sends_the_checked_file() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let allowed = dir.path().join("allowed");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&allowed).expect("mkdir");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    let mine = png(150_000, 21);
+    let secret = png(150_000, 22);
+    let input = allowed.join("swap.png");
+    std::fs::write(&input, &mine).expect("write");
+    std::fs::write(outside.join("secret.png"), &secret).expect("write");
+    let s = start(ServerOpts {
+        fake: &fake,
+        out_dir: Some(&dir.path().join("out")),
+        azure: None,
+        env: vec![
+            (
+                "NANO_BANANA_ALLOWED_DIRS".into(),
+                allowed.display().to_string(),
+            ),
+            // A long back-off after the first (refused) attempt: the window
+            // in which the name is pointed at a file outside.
+            ("GEMINI_RETRY_BASE_MS".into(), "3000".into()),
+        ],
+    })
+    .await;
+    let call = {
+        let args = json!({
+            "imagePath": input.display().to_string(),
+            "prompt": "swap fake:status=503 fake:times=1",
+        });
+        let peer = s.client.peer().clone();
+        tokio::spawn(async move {
+            let serde_json::Value::Object(map) = args else {
+                unreachable!()
+            };
+            peer.call_tool(
+                rmcp::model::CallToolRequestParams::new("edit_image").with_arguments(map),
+            )
+            .await
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.state.requests().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no first attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::remove_file(&input).expect("rm");
+    std::os::unix::fs::symlink(outside.join("secret.png"), &input).expect("symlink");
+    let r = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("call");
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let reqs = fake.state.requests();
+    assert_eq!(reqs.len(), 2, "one refused attempt and one retry");
+    for req in &reqs {
+        assert_eq!(
+            req.inputs[0].sha256,
+            sha256_hex(&mine),
+            "sent the swapped-in file"
+        );
+    }
     s.stop().await;
 }

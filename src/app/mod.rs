@@ -225,6 +225,7 @@ impl App {
             preparing: Arc::new(tokio::sync::Semaphore::new(crate::inputs::PREPARE_AT_ONCE)),
             rules: InputRules {
                 enforce_dirs: s.transport == Transport::Http || !allowed_dirs.is_empty(),
+                output_folder_by_path: s.transport != Transport::Http,
                 allowed_dirs,
                 allow_hosts: s.inputs.allow_hosts,
                 max_input_bytes: s.inputs.max_input_bytes,
