@@ -498,7 +498,7 @@ async fn gemini_reachable(cfg: &Config, key: &crate::secret::Secret) -> Check {
     };
     match http
         .get(&url)
-        .header("x-goog-api-key", key.expose())
+        .header("x-goog-api-key", crate::gemini::request::key_header(key))
         .send()
         .await
     {

@@ -668,3 +668,84 @@ async fn missing_container_that_may_not_be_created() {
             .expect("probe")
     );
 }
+
+/// Answers every HTTP request on `listener` with `reply` and sends each
+/// request head it read to `seen` (one thread, a few connections).
+fn answer_heads(
+    listener: std::net::TcpListener,
+    reply: String,
+    seen: std::sync::mpsc::Sender<String>,
+) {
+    use std::io::{Read as _, Write as _};
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(8) {
+            let Ok(mut c) = conn else { return };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = seen.send(String::from_utf8_lossy(&head).into_owned());
+            let _ = c.write_all(reply.as_bytes());
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gemini_key_does_not_follow_a_redirect() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    // Where a hostile or broken endpoint sends the client: any request
+    // that arrives here is a leak.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let elsewhere_at = elsewhere.local_addr().expect("addr");
+    let (leak_tx, leak_rx) = std::sync::mpsc::channel();
+    answer_heads(
+        elsewhere,
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .into(),
+        leak_tx,
+    );
+    let redirector = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let redirector_at = redirector.local_addr().expect("addr");
+    let (hit_tx, hit_rx) = std::sync::mpsc::channel();
+    answer_heads(
+        redirector,
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://localhost:{}/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            elsewhere_at.port()
+        ),
+        hit_tx,
+    );
+    let s = start(ServerOpts {
+        fake: &fake,
+        out_dir: Some(dir.path()),
+        azure: None,
+        env: vec![
+            ("GEMINI_BASE_URL".into(), format!("http://{redirector_at}")),
+            ("GEMINI_MAX_ATTEMPTS".into(), "1".into()),
+        ],
+    })
+    .await;
+    let r = s.call("generate_image", prompt("a redirected call")).await;
+    assert!(is_error(&r), "{}", text_of(&r));
+    assert!(text_of(&r).contains("307"), "{}", text_of(&r));
+    let head = hit_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the redirector saw the request");
+    assert!(
+        head.to_ascii_lowercase().contains("x-goog-api-key"),
+        "the request to the configured endpoint carries the key: {head}"
+    );
+    assert!(
+        leak_rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "the redirect target received a request"
+    );
+    assert!(files_in(dir.path()).is_empty());
+    let log = s.stop().await;
+    assert_no_secret(&log, &[]);
+}

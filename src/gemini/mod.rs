@@ -123,6 +123,10 @@ impl GeminiClient {
             // calls left 32 MiB behind in 64 idle connections. Eight stay
             // warm for reuse; the rest close when their call ends.
             .pool_max_idle_per_host(IDLE_CONNECTIONS)
+            // The API never redirects, and `x-goog-api-key` is a custom
+            // header that reqwest would carry to whatever host a redirect
+            // names: a 3xx is reported as the error it is.
+            .redirect(reqwest::redirect::Policy::none())
             .http2_initial_stream_window_size(H2_STREAM_WINDOW)
             .http2_initial_connection_window_size(H2_STREAM_WINDOW * 100)
             .user_agent(concat!("nano-banana-mcp/", env!("CARGO_PKG_VERSION")))

@@ -103,6 +103,20 @@ enum RequestBody {
     },
 }
 
+/// The key as a header value marked sensitive: hyper keeps it out of
+/// HTTP/2 header compression tables and `Debug` output shows no value. A
+/// key that is not a valid header value (a control character) is sent
+/// empty, and Gemini refuses the call as unauthenticated.
+pub fn key_header(key: &Secret) -> reqwest::header::HeaderValue {
+    match reqwest::header::HeaderValue::from_str(key.expose()) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            v
+        }
+        Err(_) => reqwest::header::HeaderValue::from_static(""),
+    }
+}
+
 impl RequestBody {
     fn into_request(
         self,
@@ -112,7 +126,7 @@ impl RequestBody {
     ) -> reqwest::RequestBuilder {
         let req = http
             .post(url)
-            .header("x-goog-api-key", key.expose())
+            .header("x-goog-api-key", key_header(key))
             .header("content-type", "application/json");
         match self {
             RequestBody::Json(b) => req.body(b),
