@@ -195,12 +195,18 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The HTTP settings, or one line saying what is wrong.
+    /// The shortest bearer token HTTP mode starts with: anything shorter
+    /// is guessable by a client that may try as often as it likes.
+    pub const MIN_TOKEN_CHARS: usize = 16;
+
     pub fn http_config(
         &self,
         addr: std::net::SocketAddr,
     ) -> Result<crate::transport::http::HttpConfig, String> {
         let token = match (&self.auth_token, &self.auth_token_file) {
-            (Some(t), _) if !t.is_empty() => Some(t.clone()),
+            // Trimmed as the presented one is: a value pasted with a
+            // newline or spaces would otherwise never match.
+            (Some(t), _) if !t.expose().trim().is_empty() => Some(Secret::new(t.expose().trim())),
             (_, Some(f)) => {
                 let t = std::fs::read_to_string(f)
                     .map_err(|e| format!("--auth-token-file {}: {e}", f.display()))?;
@@ -212,6 +218,15 @@ impl ServeArgs {
             }
             _ => None,
         };
+        if let Some(t) = &token
+            && t.expose().chars().count() < Self::MIN_TOKEN_CHARS
+        {
+            return Err(format!(
+                "the bearer token is {} characters; use at least {} (for example `openssl rand -hex 32`)",
+                t.expose().chars().count(),
+                Self::MIN_TOKEN_CHARS
+            ));
+        }
         if token.is_none() && !self.no_auth {
             return Err("HTTP mode needs a bearer token: set NANO_BANANA_AUTH_TOKEN or NANO_BANANA_AUTH_TOKEN_FILE (or --no-auth on a loopback address)".into());
         }
@@ -333,7 +348,7 @@ pub struct Config {
     #[arg(long, env = "AZURE_PUBLIC_URLS", default_value_t = false, action = clap::ArgAction::Set)]
     pub azure_public_urls: bool,
     /// Lifetime of returned SAS URLs, in hours.
-    #[arg(long, env = "AZURE_SAS_TTL_HOURS", default_value_t = 168)]
+    #[arg(long, env = "AZURE_SAS_TTL_HOURS", default_value_t = 12)]
     pub azure_sas_ttl_hours: u64,
     /// Local folder for images when Azure is not configured.
     #[arg(long, env = "NANO_BANANA_OUTPUT_DIR", default_value = "generated_imgs")]

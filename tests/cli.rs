@@ -265,6 +265,23 @@ fn serve_is_the_default_command_and_bad_configuration_exits_2() {
     let (code, _, err) = run(&["serve", "--http", "127.0.0.1:9"], &[], dir.path());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("needs a bearer token"), "{err}");
+    // A guessable token, or one that is only spaces, is no token.
+    for (token, want) in [
+        ("short-token", "is 11 characters; use at least 16"),
+        ("  \n ", "needs a bearer token"),
+    ] {
+        let (code, _, err) = run(
+            &["serve", "--http", "127.0.0.1:9"],
+            &[("NANO_BANANA_AUTH_TOKEN", token.to_string())],
+            dir.path(),
+        );
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(want), "{token:?}: {err}");
+        assert!(
+            !err.contains("short-token"),
+            "the token is not echoed: {err}"
+        );
+    }
 }
 
 #[test]

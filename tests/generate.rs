@@ -146,6 +146,51 @@ async fn generates_into_azurite_and_the_url_downloads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sas_credential_is_never_handed_out() {
+    let Some(endpoint) = azurite() else { return };
+    let fake = fake().await;
+    let container = unique("sasurl");
+    let sas = account_sas("rwdlac", "sco");
+    let sig = sas
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sig="))
+        .expect("sig")
+        .to_string();
+    let s = start(ServerOpts {
+        fake: &fake,
+        out_dir: None,
+        azure: Some((
+            format!("BlobEndpoint={endpoint};SharedAccessSignature={sas}"),
+            container.clone(),
+        )),
+        env: vec![],
+    })
+    .await;
+    let r = s.call("generate_image", prompt("fake:size=200000")).await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let v = structured(&r);
+    let url = v["url"].as_str().expect("url");
+    let blob = v["blobName"].as_str().expect("blob name");
+    assert_eq!(url, format!("{endpoint}/{container}/{blob}"), "a plain URL");
+    let everything = serde_json::to_string(&r).expect("json");
+    assert_no_secret(&everything, &[&sig]);
+    assert!(!everything.contains("sp=rwdlac"), "{everything}");
+    // Stored all the same, and the status says why the URL is plain.
+    assert_eq!(
+        list_blobs(&endpoint, &container).await,
+        vec![blob.to_string()]
+    );
+    let st = s.call("get_configuration_status", json!({})).await;
+    let storage = structured(&st)["storage"]
+        .as_str()
+        .expect("storage")
+        .to_string();
+    assert!(storage.contains("never handed out"), "{storage}");
+    let log = s.stop().await;
+    assert_no_secret(&log, &[&sig]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_explained_and_leave_nothing_behind() {
     let fake = fake().await;
     let dir = tempfile::tempdir().expect("tmp");

@@ -46,8 +46,13 @@ pub enum UrlMode {
     Signed(Duration),
     /// The plain blob URL: for containers made public on purpose.
     Public,
-    /// Append the connection string's own SAS token.
-    ConnectionSas,
+    /// The connection string's credential is a SAS: the server cannot sign
+    /// a narrower one, and its own (account- or container-wide, usually
+    /// with write and delete) must never reach a client. The plain blob
+    /// URL, which works where the container is readable another way
+    /// (public access, a CDN, a network path) and is a name to pass back
+    /// otherwise.
+    PlainForSas,
 }
 
 /// The server's settings on top of a connection's: bounded retries, and at
@@ -113,12 +118,12 @@ impl AzureStore {
         let store = tuned(builder)
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        // A connection string's own SAS is what its URLs carry; account
-        // keys and identities sign a read-only SAS per blob.
+        // Account keys and identities sign a read-only SAS per blob; a
+        // connection string's own SAS is never handed out.
         let url_mode = if opts.public_urls {
             UrlMode::Public
         } else if matches!(cs.credential, Credential::Sas(_)) {
-            UrlMode::ConnectionSas
+            UrlMode::PlainForSas
         } else {
             UrlMode::Signed(opts.sas_ttl)
         };
@@ -132,7 +137,7 @@ impl AzureStore {
     }
 
     /// The blob name, if `url` points into this server's container
-    /// (whatever its query string, so an expired SAS still works for us).
+    /// (whatever its query string).
     pub fn blob_name_from_url(&self, url: &url::Url) -> Option<String> {
         let base = self.cs.container_url(&self.container);
         if url.scheme() != base.scheme()
@@ -161,8 +166,16 @@ impl AzureStore {
     }
 
     pub fn describe(&self) -> String {
+        let urls = match &self.url_mode {
+            UrlMode::Signed(ttl) => format!(
+                "URLs are read-only SAS URLs for one blob, valid {} h",
+                ttl.as_secs().div_ceil(3600)
+            ),
+            UrlMode::Public => "URLs are plain (AZURE_PUBLIC_URLS: the container is public)".into(),
+            UrlMode::PlainForSas => "URLs are plain: the credential is a SAS, which is never handed out, and the server cannot sign a narrower one (use an account key or workload identity for signed URLs)".into(),
+        };
         format!(
-            "Azure Blob container {} at {}",
+            "Azure Blob container {} at {}; {urls}",
             self.container, self.cs.blob_endpoint
         )
     }
@@ -251,13 +264,8 @@ impl UrlSource {
         name: String,
     ) -> Result<Stored, StoreError> {
         let url = match &self.mode {
-            UrlMode::Public => self.cs.blob_url(&self.container, &name).to_string(),
-            UrlMode::ConnectionSas => {
-                let mut u = self.cs.blob_url(&self.container, &name);
-                if let Credential::Sas(sas) = &self.cs.credential {
-                    u.set_query(Some(sas.expose()));
-                }
-                u.to_string()
+            UrlMode::Public | UrlMode::PlainForSas => {
+                self.cs.blob_url(&self.container, &name).to_string()
             }
             UrlMode::Signed(ttl) => store
                 .signed_url(http::Method::GET, path, *ttl)
