@@ -22,6 +22,8 @@ Attacks (every number is a flag):
   session_flood   2,000 initialize POSTs (new sessions, never closed), 32 at
                   a time
   data_uri_edits  24 concurrent edit_image calls with a ~6 MiB data: URI PNG
+                  (and the same `--stateless`, where the direct path serves
+                  them: the body's payment must last until the URI is a file)
   temp_disk_flood 40 concurrent edit_image calls, each downloading a 12 MiB
                   PNG from a loopback server (allowed with --allow-url-host)
                   while Gemini waits 3 s: the temp dir must stay under
@@ -348,7 +350,7 @@ async def files_left(path, within_s=3.0):
 async def data_uri_edits(ctx, srv):
     a = ctx.args
     tally = Tally()
-    sid = await d.aio_session(srv)
+    sid = None if srv.stateless else await d.aio_session(srv)
     r = await d.aio_request(srv.port, "POST", "/mcp", srv.headers(sid),
                             d.jsonrpc(3, "tools/list", {}), timeout=10, until_id=3)
     tools = {t["name"]: t for t in (r.message(3) or {}).get("result", {}).get("tools", [])}
@@ -579,6 +581,7 @@ def attack_list(args):
     for m in args.blowup_mib:
         out.append((f"json_blowup_{m:g}mib", blowup_attack(m), False))
     out += [("session_flood", session_flood, False), ("data_uri_edits", data_uri_edits, False),
+            ("data_uri_edits_stateless", data_uri_edits, True),
             ("temp_disk_flood", temp_disk_flood, False),
             ("stateless_leak", stateless_leak, True), ("progress_token", progress_token, False)]
     return out

@@ -193,8 +193,17 @@ async fn http_mode_end_to_end() {
         text_of(&r)
     );
 
+    // /metrics on the MCP listener is behind the token (the ops listener
+    // serves scrapers without one).
+    let anonymous = http
+        .get(format!("{}/metrics", srv.base))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(anonymous.status(), 401);
     let metrics = http
         .get(format!("{}/metrics", srv.base))
+        .header("authorization", format!("Bearer {TOKEN}"))
         .send()
         .await
         .expect("metrics");
@@ -293,6 +302,18 @@ async fn stateless_mode_continues_by_image_id() {
         "{}",
         text_of(&r)
     );
+
+    // Over HTTP every caller's images share the output folder: a path or
+    // file:// URL into it is not an input (the id is).
+    let path = first["path"].as_str().expect("path").to_string();
+    for p in [path.clone(), format!("file://{path}")] {
+        let r = call(&c, "edit_image", json!({"prompt": "x", "imagePath": p})).await;
+        assert!(
+            is_error(&r) && text_of(&r).contains("not a readable file inside"),
+            "{p}: {}",
+            text_of(&r)
+        );
+    }
 
     // With the id, both work, and the edit names its parent.
     let r = call(
@@ -1071,4 +1092,20 @@ async fn resumed_streams_do_not_repeat_what_the_client_had() {
     assert!(again.is_empty(), "replayed after the result: {again:?}");
     let (code, _) = srv.sigterm().await;
     assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_token_is_trimmed_like_a_presented_one() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let padded = format!("  {TOKEN}\n");
+    let srv = start_http_env(
+        &fake.base_url(),
+        dir.path(),
+        &[],
+        &[("NANO_BANANA_AUTH_TOKEN", padded.as_str())],
+    )
+    .await;
+    let c = client(&srv.base).await;
+    assert_eq!(c.list_all_tools().await.expect("list").len(), 6);
 }

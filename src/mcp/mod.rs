@@ -161,6 +161,10 @@ pub struct CallCtx {
     ct: CancellationToken,
     progress: Option<(ProgressToken, Peer<RoleServer>)>,
     overhead: u64,
+    /// The request body's payment on the direct path: the arguments
+    /// (a `data:` URI can be megabytes) live until the inputs are files,
+    /// so it is released then, not when the body was parsed.
+    body: std::sync::Mutex<Option<crate::memory::Reservation>>,
 }
 
 /// What rmcp's per-request service holds for a stateless HTTP call:
@@ -189,16 +193,27 @@ impl CallCtx {
             } else {
                 0
             },
+            // rmcp's path: the transport holds the payment to the end.
+            body: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The arguments are gone (inputs are files now, or were never
+    /// more than a prompt): what the body cost is free again.
+    fn release_body(&self) {
+        if let Ok(mut b) = self.body.lock() {
+            b.take();
         }
     }
 
     /// A call served without rmcp (no progress: the direct path takes
     /// only calls that did not ask for it).
-    pub fn direct(ct: CancellationToken) -> Self {
+    pub fn direct(ct: CancellationToken, body: Option<crate::memory::Reservation>) -> Self {
         Self {
             ct,
             progress: None,
             overhead: 0,
+            body: std::sync::Mutex::new(body),
         }
     }
 }
@@ -227,10 +242,16 @@ impl DirectCall {
 }
 
 impl Service {
-    /// Run a direct call to its result.
-    pub async fn call_direct(&self, call: DirectCall, ct: CancellationToken) -> CallToolResult {
+    /// Run a direct call to its result; `body` is the request body's
+    /// payment, held until the arguments are no longer needed.
+    pub async fn call_direct(
+        &self,
+        call: DirectCall,
+        ct: CancellationToken,
+        body: Option<crate::memory::Reservation>,
+    ) -> CallToolResult {
         let server = self.session();
-        let ctx = CallCtx::direct(ct);
+        let ctx = CallCtx::direct(ct, body);
         match call {
             DirectCall::Generate(args) => server.generate(args, &ctx).await,
             DirectCall::Edit(args) => server.edit(args, &ctx).await,
@@ -488,6 +509,9 @@ impl ImageServer {
         job: Result<Job, CallToolResult>,
         call: &CallCtx,
     ) -> CallToolResult {
+        // The job is built: its inputs are files and the argument strings
+        // are dropped.
+        call.release_body();
         match job {
             Ok(job) => self.run_job(tool, job, call).await,
             Err(refused) => refused,

@@ -204,13 +204,18 @@ pub fn take(headers: &HeaderMap, body: &[u8], allowed_hosts: &[String]) -> Optio
 /// dropped (the client went away) or when `shutdown` is (the grace period
 /// is over), so cancellation takes the same path as an MCP cancel: nothing
 /// half-written is left.
-pub async fn serve(service: Service, d: Direct, shutdown: &CancellationToken) -> Response {
+pub async fn serve(
+    service: Service,
+    d: Direct,
+    body: crate::memory::Reservation,
+    shutdown: &CancellationToken,
+) -> Response {
     let ct = shutdown.child_token();
     let _cancel_on_drop = ct.clone().drop_guard();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let Direct { id, version, call } = d;
     tokio::spawn(async move {
-        let result = service.call_direct(call, ct).await;
+        let result = service.call_direct(call, ct, Some(body)).await;
         let _ = tx.send(result);
     });
     let Ok(result) = rx.await else {

@@ -171,11 +171,13 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
         && paid.parts.uri.path() == "/mcp"
         && let Some(call) = direct::take(&paid.parts.headers, &paid.bytes, &st.allowed_hosts)
     {
-        // Parsed into the call's arguments: the body and its payment go
-        // now, and the call's own reservation covers what it holds.
-        drop(paid);
+        // Parsed into the call's arguments: the body's bytes go now; its
+        // payment stays with the call until the arguments are files (an
+        // edit's `data:` URI is still in them until its turn to prepare).
+        let edge::PaidBody { parts, bytes, paid } = paid;
+        drop((parts, bytes));
         st.direct_served.fetch_add(1, Ordering::Relaxed);
-        return direct::serve(st.service.clone(), call, &st.calls_closed).await;
+        return direct::serve(st.service.clone(), call, paid, &st.calls_closed).await;
     }
     // After the direct path, which parses what it takes only once: a body
     // it took is JSON.
@@ -367,12 +369,15 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
     manager.session_config.keep_alive = Some(cfg.session_idle);
     let mcp = StreamableHttpService::new(move || Ok(service.session()), Arc::new(manager), mcp_cfg);
 
+    // /metrics is behind the token here (it names limits, models and
+    // load); the ops listener, which carries no MCP, serves it to
+    // scrapers without one.
     let router = axum::Router::new()
         .nest_service("/mcp", mcp)
+        .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(Arc::clone(&state));
 
     let purger = app.spawn_idle_purger();
