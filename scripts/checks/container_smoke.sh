@@ -271,7 +271,9 @@ code=$(mcp_post call '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"n
 pick_id 2 <"$W/call.body" | check_result >&2 || { logs; die "HTTP generate_image result"; }
 say "HTTP: generate_image ok (session $SID)"
 
-curl -sS --max-time 5 "$BASE/metrics" >"$W/metrics" || die "/metrics"
+# Behind the token on the MCP listener (anonymous: 401).
+[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$BASE/metrics")" = 401 ] || die "/metrics without the token is not 401"
+curl -sS --max-time 5 -H "Authorization: Bearer $TOKEN" "$BASE/metrics" >"$W/metrics" || die "/metrics"
 grep -Eq '^nano_banana_memory_limit_bytes 67108864(\.0)?$' "$W/metrics" ||
   { grep '^nano_banana_memory' "$W/metrics" >&2 || true; die "/metrics: memory limit is not 64 MiB"; }
 grep -q '^nano_banana_memory_budget_bytes ' "$W/metrics" || die "/metrics: no nano_banana_memory_budget_bytes"
@@ -285,7 +287,7 @@ mcp_post slow '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"g
 SLOW_PID=$!
 inflight=0
 for _ in $(seq 1 100); do
-  curl -s --max-time 2 "$BASE/metrics" | grep -Eq '^nano_banana_calls_in_flight [1-9]' && { inflight=1; break; }
+  curl -s --max-time 2 -H "Authorization: Bearer $TOKEN" "$BASE/metrics" | grep -Eq '^nano_banana_calls_in_flight [1-9]' && { inflight=1; break; }
   sleep 0.1
 done
 [ "$inflight" = 1 ] || die "the slow call never showed in nano_banana_calls_in_flight"
