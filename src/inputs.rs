@@ -288,22 +288,6 @@ impl Fetcher {
                     })?;
             return check_file(&canon, what, self.rules.max_input_bytes, None).await;
         }
-        let mut dirs = self.rules.allowed_dirs.clone();
-        if let Store::Local(l) = &*self.store {
-            let out = l.dir().to_path_buf();
-            if self.rules.output_folder_by_path {
-                dirs.push(out);
-            } else {
-                // Even when an allowed directory contains it.
-                let canon = tokio::fs::canonicalize(path).await.ok();
-                if canon.is_some_and(|c| c.starts_with(&out)) {
-                    tracing::warn!(input = %what, "input path refused: in the output folder over HTTP");
-                    return Err(InputError::PathNotAllowed {
-                        what: what.to_string(),
-                    });
-                }
-            }
-        }
         let refused = |reason: &str| {
             tracing::warn!(input = %what, reason, "input path refused");
             InputError::PathNotAllowed {
@@ -314,9 +298,18 @@ impl Fetcher {
             Ok(c) => c,
             Err(e) => return Err(refused(&e.to_string())),
         };
+        let mut dirs = self.rules.allowed_dirs.clone();
+        if let Store::Local(l) = &*self.store {
+            if self.rules.output_folder_by_path {
+                dirs.push(l.dir().to_path_buf());
+            } else if canon.starts_with(l.dir()) {
+                // Even when an allowed directory contains it.
+                return Err(refused("in the output folder, which is no input over HTTP"));
+            }
+        }
         if !dirs.iter().any(|d| canon.starts_with(d)) {
-            return Err(refused(if self.rules.allowed_dirs.is_empty() {
-                "outside the output folder, and no --allowed-dir is configured"
+            return Err(refused(if dirs.is_empty() {
+                "no --allowed-dir is configured"
             } else {
                 "outside the allowed directories"
             }));

@@ -626,11 +626,7 @@ async fn missing_container_that_may_not_be_created() {
     let fake = fake().await;
     // An object-only account SAS may write blobs but not create containers.
     let sas = account_sas("rwdlac", "o");
-    let sig = sas
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("sig="))
-        .expect("sig")
-        .to_string();
+    let sig = sas_signature(&sas);
     let container = unique("nocreate");
     let s = start(ServerOpts {
         fake: &fake,

@@ -151,11 +151,7 @@ async fn a_sas_credential_is_never_handed_out() {
     let fake = fake().await;
     let container = unique("sasurl");
     let sas = account_sas("rwdlac", "sco");
-    let sig = sas
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("sig="))
-        .expect("sig")
-        .to_string();
+    let sig = sas_signature(&sas);
     let s = start(ServerOpts {
         fake: &fake,
         out_dir: None,

@@ -293,6 +293,14 @@ pub fn iso8601(time: SystemTime) -> String {
     format!("{year}-01-01T00:00:00Z")
 }
 
+/// The `sig` value of a SAS query string (what must never appear in output).
+pub fn sas_signature(sas: &str) -> String {
+    sas.split('&')
+        .find_map(|kv| kv.strip_prefix("sig="))
+        .expect("sig")
+        .to_string()
+}
+
 /// Account SAS (version 2020-12-06+ string-to-sign) for the emulator account.
 pub fn account_sas(permissions: &str, resource_types: &str) -> String {
     account_sas_until(permissions, resource_types, &iso8601(SystemTime::now()))
