@@ -159,9 +159,18 @@ pub struct ServeArgs {
     /// `false` sends every request through rmcp, for comparison.
     #[arg(long, env = "NANO_BANANA_DIRECT_CALLS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub direct_calls: bool,
-    /// Let HTTP clients call configure_gemini_token (changes the key for all).
-    #[arg(long, env = "NANO_BANANA_ALLOW_CONFIGURE_TOKEN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    /// Replaced by --admin-token; set, the server refuses to start and
+    /// says so.
+    #[arg(long, env = "NANO_BANANA_ALLOW_CONFIGURE_TOKEN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", hide = true)]
     pub allow_configure_token: bool,
+    /// A second bearer token, for operators: only a request carrying it
+    /// may call configure_gemini_token over HTTP (never saved to disk
+    /// there). Unset: that tool is refused over HTTP.
+    #[arg(long, env = "NANO_BANANA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    /// File holding the admin token.
+    #[arg(long, env = "NANO_BANANA_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Seconds in-flight calls get to finish after SIGTERM.
     #[arg(long, env = "NANO_BANANA_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
@@ -203,29 +212,15 @@ impl ServeArgs {
         &self,
         addr: std::net::SocketAddr,
     ) -> Result<crate::transport::http::HttpConfig, String> {
-        let token = match (&self.auth_token, &self.auth_token_file) {
-            // Trimmed as the presented one is: a value pasted with a
-            // newline or spaces would otherwise never match.
-            (Some(t), _) if !t.expose().trim().is_empty() => Some(Secret::new(t.expose().trim())),
-            (_, Some(f)) => {
-                let t = std::fs::read_to_string(f)
-                    .map_err(|e| format!("--auth-token-file {}: {e}", f.display()))?;
-                let t = t.trim();
-                if t.is_empty() {
-                    return Err(format!("--auth-token-file {} is empty", f.display()));
-                }
-                Some(Secret::new(t))
-            }
-            _ => None,
-        };
-        if let Some(t) = &token
-            && t.expose().chars().count() < Self::MIN_TOKEN_CHARS
+        if self.allow_configure_token {
+            return Err("--allow-configure-token (NANO_BANANA_ALLOW_CONFIGURE_TOKEN) is gone: any client could replace the Gemini key for everyone. Set --admin-token (NANO_BANANA_ADMIN_TOKEN) and call configure_gemini_token with that token as the bearer token".into());
+        }
+        let token = read_token(&self.auth_token, &self.auth_token_file, "--auth-token")?;
+        let admin_token = read_token(&self.admin_token, &self.admin_token_file, "--admin-token")?;
+        if let (Some(a), Some(t)) = (&admin_token, &token)
+            && a == t
         {
-            return Err(format!(
-                "the bearer token is {} characters; use at least {} (for example `openssl rand -hex 32`)",
-                t.expose().chars().count(),
-                Self::MIN_TOKEN_CHARS
-            ));
+            return Err("--admin-token must differ from the bearer token clients use".into());
         }
         if token.is_none() && !self.no_auth {
             return Err("HTTP mode needs a bearer token: set NANO_BANANA_AUTH_TOKEN or NANO_BANANA_AUTH_TOKEN_FILE (or --no-auth on a loopback address)".into());
@@ -268,6 +263,7 @@ impl ServeArgs {
         Ok(crate::transport::http::HttpConfig {
             addr,
             token,
+            admin_token,
             allowed_hosts,
             allowed_origins,
             stateless: self.stateless,
@@ -282,6 +278,38 @@ impl ServeArgs {
             body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
         })
     }
+}
+
+/// A bearer token from its value or its file, trimmed as a presented one
+/// is (a value pasted with a newline would otherwise never match), and at
+/// least `ServeArgs::MIN_TOKEN_CHARS` long: anything shorter is guessable
+/// by a client that may try as often as it likes. Never echoed.
+fn read_token(
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+    flag: &str,
+) -> Result<Option<Secret>, String> {
+    let token = match (value, file) {
+        (Some(t), _) if !t.expose().trim().is_empty() => Secret::new(t.expose().trim()),
+        (_, Some(f)) => {
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| format!("{flag}-file {}: {e}", f.display()))?;
+            let t = t.trim();
+            if t.is_empty() {
+                return Err(format!("{flag}-file {} is empty", f.display()));
+            }
+            Secret::new(t)
+        }
+        _ => return Ok(None),
+    };
+    let chars = token.expose().chars().count();
+    if chars < ServeArgs::MIN_TOKEN_CHARS {
+        return Err(format!(
+            "the {flag} value is {chars} characters; use at least {} (for example `openssl rand -hex 32`)",
+            ServeArgs::MIN_TOKEN_CHARS
+        ));
+    }
+    Ok(Some(token))
 }
 
 fn size_arg(s: &str) -> Result<u64, String> {
@@ -394,13 +422,18 @@ pub struct Config {
 
     // --- Edit inputs ---
     /// Directories local input paths must be under (comma-separated in the
-    /// env var). Enforced over HTTP always, over stdio when set.
+    /// env var). Over HTTP none by default; over stdio the working
+    /// directory by default (the output folder is always one there).
     #[arg(
         long = "allowed-dir",
         env = "NANO_BANANA_ALLOWED_DIRS",
         value_delimiter = ','
     )]
     pub allowed_dirs: Vec<PathBuf>,
+    /// stdio only: let edit inputs be any file this user can read (the
+    /// behaviour before allowed directories applied to stdio).
+    #[arg(long, env = "NANO_BANANA_ALLOW_ANY_PATH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_any_path: bool,
     /// Hosts (`host` or `host:port`) whose URLs may be fetched even though
     /// they resolve to private addresses, and over plain http.
     #[arg(
@@ -509,6 +542,7 @@ impl Config {
             store: self.store_config(),
             inputs: crate::app::InputSettings {
                 allowed_dirs: self.allowed_dirs.clone(),
+                any_path: self.allow_any_path,
                 allow_hosts: self.allow_url_hosts.clone(),
                 max_input_bytes: self.max_input_bytes,
                 max_total_bytes: self.max_total_input_bytes,

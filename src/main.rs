@@ -51,7 +51,7 @@ async fn serve_command(cfg: &Config, args: &ServeArgs) -> Result<(), Failure> {
         Some(addr) => {
             let http = args.http_config(addr).map_err(Failure::Usage)?;
             let settings =
-                cfg.app_settings(Transport::Http, args.allow_configure_token, args.stateless);
+                cfg.app_settings(Transport::Http, http.admin_token.is_some(), args.stateless);
             let app = App::build(settings).await?;
             transport::http::serve(Service::new(Arc::new(app), sessions), http).await?;
         }

@@ -175,7 +175,7 @@ async fn http_mode_end_to_end() {
         )
         .await
         .expect("call");
-    assert!(is_error(&r) && text_of(&r).contains("--allow-configure-token"));
+    assert!(is_error(&r) && text_of(&r).contains("--admin-token"));
     let r = c
         .call_tool(
             CallToolRequestParams::new("continue_editing").with_arguments(
@@ -676,6 +676,167 @@ async fn edge_refuses_what_it_cannot_pay_for() {
         .await
         .expect("main");
     assert_eq!(r.status(), 200);
+    let (code, log) = srv.sigterm().await;
+    assert_eq!(code, Some(0), "{log}");
+}
+
+const ADMIN: &str = "http-admin-token-9876543210";
+
+async fn client_with(
+    base: &str,
+    token: &str,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")).auth_header(token),
+    );
+    ().serve(transport).await.expect("initialize over HTTP")
+}
+
+async fn configure(
+    c: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    args: serde_json::Value,
+) -> rmcp::model::CallToolResult {
+    c.call_tool(
+        CallToolRequestParams::new("configure_gemini_token")
+            .with_arguments(args.as_object().cloned().expect("o")),
+    )
+    .await
+    .expect("call")
+}
+
+/// Over HTTP only the admin token may change the Gemini key, only in
+/// memory; the clients' token may not, and `persist` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_admin_token_configures_the_key_and_never_saves_it() {
+    let fake = fake().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let home = tempfile::tempdir().expect("home");
+    let home_s = home.path().to_str().expect("utf-8").to_string();
+    let srv = start_http_env(
+        &fake.base_url(),
+        out.path(),
+        &[],
+        &[
+            ("NANO_BANANA_ADMIN_TOKEN", ADMIN),
+            ("HOME", &home_s),
+            ("XDG_CONFIG_HOME", &home_s),
+        ],
+    )
+    .await;
+    let user = client_with(&srv.base, TOKEN).await;
+    let r = configure(&user, json!({"apiKey": "AIzaNEWKEY-123456"})).await;
+    assert!(
+        is_error(&r) && text_of(&r).contains("needs the admin token"),
+        "{}",
+        text_of(&r)
+    );
+    let admin = client_with(&srv.base, ADMIN).await;
+    let r = configure(
+        &admin,
+        json!({"apiKey": "AIzaNEWKEY-123456", "persist": true}),
+    )
+    .await;
+    assert!(
+        is_error(&r) && text_of(&r).contains("never saved"),
+        "{}",
+        text_of(&r)
+    );
+    // Neither changed the key: a generate still works.
+    let gen_args = json!({"prompt": "still the old key fake:size=50000"});
+    let gen_call = || {
+        CallToolRequestParams::new("generate_image")
+            .with_arguments(gen_args.as_object().cloned().expect("o"))
+    };
+    let r = user.call_tool(gen_call()).await.expect("call");
+    assert!(!is_error(&r), "{}", text_of(&r));
+    // The admin's change applies to every caller (the fake knows only the
+    // test key, so Gemini now refuses it), and reverting works too.
+    let r = configure(&admin, json!({"apiKey": "AIzaNEWKEY-123456"})).await;
+    assert!(
+        !is_error(&r) && text_of(&r).contains("memory only"),
+        "{}",
+        text_of(&r)
+    );
+    let r = user.call_tool(gen_call()).await.expect("call");
+    assert!(
+        is_error(&r) && text_of(&r).contains("rejected the API key"),
+        "{}",
+        text_of(&r)
+    );
+    let r = configure(&admin, json!({"apiKey": TEST_KEY})).await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let r = user.call_tool(gen_call()).await.expect("call");
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let saved: Vec<_> = walk(home.path());
+    assert!(saved.is_empty(), "nothing written under HOME: {saved:?}");
+    drop((user, admin));
+    let (code, log) = srv.sigterm().await;
+    assert_eq!(code, Some(0), "{log}");
+    assert_no_secret(&log, &[ADMIN, "AIzaNEWKEY-123456"]);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(walk(&p));
+        } else {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// The Host allow-list holds on every route of the MCP listener, and Host
+/// oddities are refused whatever the list says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_checks_cover_every_route_and_refuse_oddities() {
+    let fake = fake().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let srv = start_http(&fake.base_url(), out.path(), &[]).await;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let req = |target: &str, hosts: &[&str]| {
+        let mut r = format!("GET {target} HTTP/1.1\r\n{auth}");
+        for h in hosts {
+            r.push_str(&format!("Host: {h}\r\n"));
+        }
+        r.push_str("Connection: close\r\n\r\n");
+        r
+    };
+    let status = |got: &str| got.split(' ').nth(1).unwrap_or("").to_string();
+    for route in ["/healthz", "/readyz", "/metrics"] {
+        let ok = raw_exchange(&addr, req(route, &["127.0.0.1"]).as_bytes()).await;
+        assert_eq!(status(&ok), "200", "{route}: {ok}");
+        let evil = raw_exchange(&addr, req(route, &["evil.example"]).as_bytes()).await;
+        assert_eq!(status(&evil), "403", "{route}: {evil}");
+    }
+    let odd: [(&str, &[&str]); 5] = [
+        ("/healthz", &["127.0.0.1", "127.0.0.1"]),
+        ("/healthz", &["user@127.0.0.1"]),
+        ("/healthz", &["127.0.0.1:99999"]),
+        ("/healthz", &["127.0.0.1:80x"]),
+        ("http://evil.example/healthz", &["127.0.0.1"]),
+    ];
+    for (target, hosts) in odd {
+        let got = raw_exchange(&addr, req(target, hosts).as_bytes()).await;
+        assert_eq!(status(&got), "400", "{target} {hosts:?}: {got}");
+    }
+    // Absolute form naming the Host itself is fine.
+    let same = raw_exchange(
+        &addr,
+        req(
+            &format!(
+                "http://127.0.0.1:{}/healthz",
+                addr.rsplit(':').next().expect("port")
+            ),
+            &[&addr],
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&same), "200", "{same}");
     let (code, log) = srv.sigterm().await;
     assert_eq!(code, Some(0), "{log}");
 }

@@ -115,6 +115,17 @@ pub struct ImageServer {
     _live: Arc<Live>,
 }
 
+/// Put on a request by the HTTP transport when it carried the admin
+/// token (`--admin-token`); nothing else sets it.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminCaller;
+
+fn is_admin(ctx: &RequestContext<RoleServer>) -> bool {
+    ctx.extensions
+        .get::<axum::http::request::Parts>()
+        .is_some_and(|p| p.extensions.get::<AdminCaller>().is_some())
+}
+
 fn tool_error(msg: impl std::fmt::Display) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(msg.to_string())])
 }
@@ -694,10 +705,22 @@ impl ImageServer {
     async fn configure_gemini_token(
         &self,
         Parameters(args): Parameters<ConfigureArgs>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        if self.app.transport == Transport::Http && !self.app.allow_configure_token {
+        let http = self.app.transport == Transport::Http;
+        if http && !self.app.allow_configure_token {
             return Ok(tool_error(
-                "configure_gemini_token is disabled over HTTP: one client must not change the key for everyone. Set GEMINI_API_KEY on the server, or start it with --allow-configure-token",
+                "configure_gemini_token is disabled over HTTP: one client must not change the key for everyone. Set GEMINI_API_KEY on the server, or start it with --admin-token (NANO_BANANA_ADMIN_TOKEN) and call this tool with that token as the bearer token",
+            ));
+        }
+        if http && !is_admin(&ctx) {
+            return Ok(tool_error(
+                "configure_gemini_token over HTTP needs the admin token (NANO_BANANA_ADMIN_TOKEN) as the bearer token; this request carries the clients' token",
+            ));
+        }
+        if http && args.persist {
+            return Ok(tool_error(
+                "over HTTP the key is never saved to disk (persist: true refused, nothing changed); call again without persist, or put the key in GEMINI_API_KEY (a Kubernetes Secret) for every replica",
             ));
         }
         let key = args.api_key.trim();
@@ -706,7 +729,11 @@ impl ImageServer {
                 "that does not look like an API key (too short or contains spaces)",
             ));
         }
-        let mut msg = "Gemini API key configured for this server process.".to_string();
+        let mut msg = if http {
+            "Gemini API key configured for this replica's process, in memory only (other replicas keep theirs; a restart forgets it).".to_string()
+        } else {
+            "Gemini API key configured for this server process.".to_string()
+        };
         match self.app.set_gemini_key(key, args.persist) {
             Ok(Some(path)) => msg.push_str(&format!(" Saved to {} (mode 0600).", path.display())),
             Ok(None) => {}

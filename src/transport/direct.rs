@@ -7,8 +7,8 @@
 //!
 //! Only requests rmcp would certainly accept and answer with a plain JSON
 //! result are taken: a single `tools/call` to `generate_image` or
-//! `edit_image` whose arguments parse, no progress token, an allowed Host,
-//! no Origin, the media types rmcp requires, a known
+//! `edit_image` whose arguments parse, no progress token (the Host was checked for every
+//! route, `transport::host`), no Origin, the media types rmcp requires, a known
 //! `MCP-Protocol-Version` (or none), and for 2026-07-28 the `Mcp-Method`
 //! and `Mcp-Name` headers and the `_meta` keys that revision requires, all
 //! agreeing with the body. Everything else (other methods, other tools,
@@ -105,40 +105,10 @@ pub fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Host and port of an authority, the host lowercased without brackets.
-fn authority(s: &str) -> Option<(String, Option<u16>)> {
-    let a = axum::http::uri::Authority::try_from(s.trim()).ok()?;
-    let host = a.host().trim_matches(['[', ']']).to_ascii_lowercase();
-    Some((host, a.port_u16()))
-}
-
-/// The Host header names an allowed host (an entry without a port allows
-/// any port), as rmcp's DNS-rebinding check decides.
-fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    if allowed.iter().any(|h| h == "*") {
-        return true;
-    }
-    let Some((host, port)) = single(headers, header::HOST.as_str())
-        .ok()
-        .flatten()
-        .and_then(authority)
-    else {
-        return false;
-    };
-    allowed.iter().filter_map(|a| authority(a)).any(|(h, p)| {
-        h == host
-            && match p {
-                Some(p) => port == Some(p),
-                None => true,
-            }
-    })
-}
-
 /// The call, when the direct path may take this request.
-pub fn take(headers: &HeaderMap, body: &[u8], allowed_hosts: &[String]) -> Option<Direct> {
+pub fn take(headers: &HeaderMap, body: &[u8]) -> Option<Direct> {
     if !accepts_json_and_sse(headers)
         || !is_json(headers)
-        || !host_allowed(headers, allowed_hosts)
         || headers.contains_key(header::ORIGIN)
         || headers.contains_key("mcp-session-id")
         || headers
@@ -273,10 +243,6 @@ mod tests {
         ("content-type", "application/json"),
     ];
 
-    fn allowed() -> Vec<String> {
-        vec!["127.0.0.1".into(), "localhost".into()]
-    }
-
     fn with(extra: &[(&str, &str)]) -> HeaderMap {
         let mut all = BASE.to_vec();
         all.extend_from_slice(extra);
@@ -287,12 +253,11 @@ mod tests {
 
     #[test]
     fn takes_a_plain_legacy_call() {
-        let d = take(&with(&[]), CALL.as_bytes(), &allowed()).expect("taken");
+        let d = take(&with(&[]), CALL.as_bytes()).expect("taken");
         assert_eq!(d.version, ProtocolVersion::V_2025_03_26);
         let d = take(
             &with(&[("mcp-protocol-version", "2025-11-25")]),
             CALL.as_bytes(),
-            &allowed(),
         )
         .expect("taken");
         assert_eq!(d.version.as_str(), "2025-11-25");
@@ -300,15 +265,10 @@ mod tests {
 
     #[test]
     fn leaves_anything_unusual_to_rmcp() {
-        let a = allowed();
         let cases: Vec<(HeaderMap, String)> = vec![
             (with(&[("origin", "http://127.0.0.1")]), CALL.into()),
             (with(&[("mcp-protocol-version", "1999-01-01")]), CALL.into()),
             (with(&[("mcp-session-id", "x")]), CALL.into()),
-            (
-                headers(&[("host", "evil.example"), BASE[1], BASE[2]]),
-                CALL.into(),
-            ),
             (headers(&[BASE[0], ("accept", "*/*"), BASE[2]]), CALL.into()),
             (
                 headers(&[BASE[0], BASE[1], ("content-type", "text/plain")]),
@@ -336,7 +296,7 @@ mod tests {
             (with(&[("mcp-protocol-version", "2026-07-28")]), CALL.into()),
         ];
         for (i, (h, body)) in cases.iter().enumerate() {
-            assert!(take(h, body.as_bytes(), &a).is_none(), "case {i} was taken");
+            assert!(take(h, body.as_bytes()).is_none(), "case {i} was taken");
         }
     }
 
@@ -346,28 +306,27 @@ mod tests {
             r#""arguments""#,
             r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}},"arguments""#,
         );
-        let a = allowed();
         let full = with(&[
             ("mcp-protocol-version", "2026-07-28"),
             ("mcp-method", "tools/call"),
             ("mcp-name", "generate_image"),
         ]);
-        let d = take(&full, body.as_bytes(), &a).expect("taken");
+        let d = take(&full, body.as_bytes()).expect("taken");
         assert_eq!(d.version, ProtocolVersion::V_2026_07_28);
         for missing in ["mcp-method", "mcp-name"] {
             let mut h = full.clone();
             h.remove(missing);
-            assert!(take(&h, body.as_bytes(), &a).is_none(), "{missing}");
+            assert!(take(&h, body.as_bytes()).is_none(), "{missing}");
         }
         let mut h = full.clone();
         h.insert("mcp-name", HeaderValue::from_static("edit_image"));
-        assert!(take(&h, body.as_bytes(), &a).is_none());
+        assert!(take(&h, body.as_bytes()).is_none());
         // Header and body disagree on the revision.
         let mut h = full.clone();
         h.insert(
             "mcp-protocol-version",
             HeaderValue::from_static("2025-11-25"),
         );
-        assert!(take(&h, body.as_bytes(), &a).is_none());
+        assert!(take(&h, body.as_bytes()).is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! Streamable HTTP transport and operations endpoints. `/mcp` is rmcp's
 //! streamable HTTP service behind bearer-token auth, with rmcp's Host and
-//! Origin checks (DNS-rebinding protection) and body cap; `/healthz` says
+//! Origin checks (DNS-rebinding protection) and body cap; the stricter
+//! Host check of `transport::host` runs first on every route; `/healthz` says
 //! the process is alive, `/readyz` whether it takes work (503 while
 //! starting and draining), `/metrics` is Prometheus text. SIGTERM or SIGINT
 //! starts one shutdown path: readiness flips, new MCP requests get 503,
@@ -35,6 +36,8 @@ pub struct HttpConfig {
     pub addr: SocketAddr,
     /// `None` only when auth was explicitly disabled on a loopback bind.
     pub token: Option<Secret>,
+    /// The operators' token: the only one configure_gemini_token accepts.
+    pub admin_token: Option<Secret>,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
     pub stateless: bool,
@@ -61,6 +64,7 @@ struct HttpState {
     app: SharedApp,
     service: Service,
     token_hash: Option<[u8; 32]>,
+    admin_hash: Option<[u8; 32]>,
     ready: AtomicBool,
     draining: AtomicBool,
     stateless: bool,
@@ -86,6 +90,18 @@ fn token_matches(expected: &[u8; 32], presented: &str) -> bool {
         == 0
 }
 
+/// Every route of the MCP listener: the Host allow-list and Host
+/// oddities, before auth (`transport::host`).
+async fn host_guard(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
+    match super::host::check(req.uri(), req.headers(), &st.allowed_hosts) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => {
+            tracing::debug!(reason = %refusal, "request refused by the Host check");
+            (refusal.status(), format!("{refusal}\n")).into_response()
+        }
+    }
+}
+
 async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
     if st.draining.load(Ordering::Relaxed) {
         let mut r = (
@@ -97,27 +113,38 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
-    if let Some(expected) = &st.token_hash {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            });
-        match presented {
-            Some(t) if token_matches(expected, t.trim()) => {}
-            _ => {
-                let mut r =
-                    (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"nano-banana-mcp\""),
-                );
-                return r;
-            }
-        }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    // Both compared, whichever matches, so timing tells nothing.
+    let client = match (&st.token_hash, presented) {
+        (Some(expected), Some(t)) => token_matches(expected, t),
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    let admin = match (&st.admin_hash, presented) {
+        (Some(expected), Some(t)) => token_matches(expected, t),
+        _ => false,
+    };
+    if !client && !admin {
+        let mut r = (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"nano-banana-mcp\""),
+        );
+        return r;
+    }
+    let mut req = req;
+    if admin {
+        // rmcp hands the request's parts (with their extensions) to the
+        // tool, which is how configure_gemini_token knows.
+        req.extensions_mut().insert(crate::mcp::AdminCaller);
     }
     // A request without a session id starts a session (initialize):
     // refused while the session share of the plan is spent.
@@ -169,7 +196,7 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
     };
     if st.direct_calls
         && paid.parts.uri.path() == "/mcp"
-        && let Some(call) = direct::take(&paid.parts.headers, &paid.bytes, &st.allowed_hosts)
+        && let Some(call) = direct::take(&paid.parts.headers, &paid.bytes)
     {
         // Parsed into the call's arguments: the body's bytes go now; its
         // payment stays with the call until the arguments are files (an
@@ -346,6 +373,10 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
             .token
             .as_ref()
             .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+        admin_hash: cfg
+            .admin_token
+            .as_ref()
+            .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
     });
@@ -378,6 +409,10 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            host_guard,
+        ))
         .with_state(Arc::clone(&state));
 
     let purger = app.spawn_idle_purger();

@@ -4,6 +4,7 @@
 
 pub mod direct;
 pub mod edge;
+pub mod host;
 pub mod http;
 pub mod resume;
 pub mod stdio;
