@@ -26,7 +26,9 @@ def main():
     fake = d.FakeGemini()
     az = d.Azurite() if args.storage == "azure" else None
     tmp = tempfile.mkdtemp()
-    srv = d.Server(fake, out_dir=tmp, azure=az, container="peakrss")
+    # Over stdio edit inputs default to the working directory: allow tmp.
+    srv = d.Server(fake, out_dir=tmp, azure=az, container="peakrss",
+                   env={"NANO_BANANA_ALLOWED_DIRS": tmp})
     try:
         base = srv.status()
         if args.edit:

@@ -51,6 +51,10 @@ pub struct InputRules {
     pub max_redirects: usize,
 }
 
+/// One answer for a URL into the server's container that may not be read:
+/// missing, or a SAS that is absent, expired, forged or not for it.
+const OWN_URL_REFUSED: &str = "not found, or the URL's SAS does not allow reading it (pass the imageId of an image this server made instead)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// The same answer whether the file is missing, unreadable or outside
@@ -206,13 +210,26 @@ impl Fetcher {
                 what: what.clone(),
                 reason: e.to_string(),
             })?;
-            // A URL into this server's own container is fetched as given,
-            // with no credential of the server's: Azure itself checks the
-            // SAS it carries (signature, expiry, permissions), so a caller
-            // reads only what it could read without us. Images by handle
-            // (`imageId`) are read with the server's credential.
-            let own =
-                matches!(&*self.store, Store::Azure(az) if az.blob_name_from_url(&url).is_some());
+            // A URL into this server's own container: with the account
+            // key, only with a read SAS this server signed for that blob,
+            // unexpired (checked here, before any request). Then, and with
+            // other credentials, it is fetched as given, with no
+            // credential of the server's: Azure checks the SAS too, so a
+            // caller reads only what it could read without us. Images by
+            // handle (`imageId`) are read with the server's credential.
+            let mut own = false;
+            if let Store::Azure(az) = &*self.store
+                && let Some(blob) = az.blob_name_from_url(&url)
+            {
+                if let Err(why) = az.check_own_url(&url, &blob) {
+                    tracing::warn!(input = %what, reason = %why, "own-container URL refused");
+                    return Err(InputError::Download {
+                        what: what.clone(),
+                        reason: OWN_URL_REFUSED.into(),
+                    });
+                }
+                own = true;
+            }
             return self.download(url, &what, own).await;
         }
         self.load_path(Path::new(spec), &what).await
@@ -299,12 +316,15 @@ impl Fetcher {
             Err(e) => return Err(refused(&e.to_string())),
         };
         let mut dirs = self.rules.allowed_dirs.clone();
+        let mut except = None;
         if let Store::Local(l) = &*self.store {
             if self.rules.output_folder_by_path {
                 dirs.push(l.dir().to_path_buf());
             } else if canon.starts_with(l.dir()) {
                 // Even when an allowed directory contains it.
                 return Err(refused("in the output folder, which is no input over HTTP"));
+            } else {
+                except = Some(l.dir());
             }
         }
         if !dirs.iter().any(|d| canon.starts_with(d)) {
@@ -314,7 +334,11 @@ impl Fetcher {
                 "outside the allowed directories"
             }));
         }
-        match check_file(&canon, what, self.rules.max_input_bytes, Some(&dirs)).await {
+        let within = Within {
+            dirs: &dirs,
+            except,
+        };
+        match check_file(&canon, what, self.rules.max_input_bytes, Some(within)).await {
             Err(InputError::PathNotAllowed { .. }) => Err(refused(
                 "the name pointed outside the allowed directories when opened",
             )),
@@ -566,7 +590,7 @@ impl Fetcher {
                     // Missing, or a SAS that is absent, expired or not
                     // ours: the same answer, which Azure gives anyone.
                     return Err(dl(format!(
-                        "HTTP {}: not found, or the URL's SAS does not allow reading it (pass the imageId of an image this server made instead)",
+                        "HTTP {}: {OWN_URL_REFUSED}",
                         resp.status().as_u16()
                     )));
                 }
@@ -661,11 +685,26 @@ async fn create_private(path: &Path) -> std::io::Result<tokio::fs::File> {
 /// With `within`, the file the handle reaches must be under one of those
 /// directories: a name swapped for a symlink after it was resolved is
 /// caught here, and later reads cannot be redirected.
+/// Where an opened file must really be: under one of `dirs`, and not
+/// under `except` (the output folder over HTTP).
+#[derive(Clone, Copy)]
+struct Within<'a> {
+    dirs: &'a [PathBuf],
+    except: Option<&'a Path>,
+}
+
+impl Within<'_> {
+    fn holds(&self, real: &Path) -> bool {
+        self.dirs.iter().any(|d| real.starts_with(d))
+            && !self.except.is_some_and(|e| real.starts_with(e))
+    }
+}
+
 async fn check_file(
     path: &Path,
     what: &str,
     cap: u64,
-    within: Option<&[PathBuf]>,
+    within: Option<Within<'_>>,
 ) -> Result<Prepared, InputError> {
     let unreadable = |reason: String| InputError::Unreadable {
         what: what.to_string(),
@@ -675,12 +714,12 @@ async fn check_file(
         .await
         .map_err(|e| unreadable(e.to_string()))?;
     let held_at = held_path(&f);
-    if let Some(dirs) = within {
+    if let Some(within) = within {
         let real = match &held_at {
             Some(p) => tokio::fs::read_link(p).await.ok(),
             None => tokio::fs::canonicalize(path).await.ok(),
         };
-        if !real.is_some_and(|r| dirs.iter().any(|d| r.starts_with(d))) {
+        if !real.is_some_and(|r| within.holds(&r)) {
             return Err(InputError::PathNotAllowed {
                 what: what.to_string(),
             });

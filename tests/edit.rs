@@ -60,12 +60,17 @@ async fn edits_stream_inputs_exactly() {
     let c = png(50_000, 3);
     std::fs::write(dir.path().join("a.png"), &a).expect("write");
     std::fs::write(dir.path().join("b.png"), &b).expect("write");
-    let s = start(ServerOpts {
-        fake: &fake,
-        out_dir: Some(&out),
-        azure: None,
-        env: vec![],
-    })
+    // Started in the folder the files are in, as a client starts a stdio
+    // server in the user's project.
+    let s = start_in(
+        ServerOpts {
+            fake: &fake,
+            out_dir: Some(&out),
+            azure: None,
+            env: vec![],
+        },
+        Some(dir.path()),
+    )
     .await;
 
     // A local file plus two references: a file and a data: URI.
@@ -145,8 +150,48 @@ async fn edits_from_azurite_urls_and_continue_with_gemini_3() {
     let plain = url.split('?').next().expect("base").to_string();
     let forged = url.replace("sig=", "sig=AAAA");
     let missing = format!("{}/{container}/nope.png", endpoint);
+    // Well signed, with the account key, but: for another blob, expired,
+    // granting write too, and for a blob that is not there.
+    let blob = first["blobName"].as_str().expect("blobName");
+    let (past, future) = ("2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z");
+    let other = format!(
+        "{plain}?{}",
+        blob_sas(&container, "nope.png", "r", past, future)
+    );
+    let expired = format!(
+        "{plain}?{}",
+        blob_sas(&container, blob, "r", past, "2021-01-01T00:00:00Z")
+    );
+    let write = format!("{plain}?{}", blob_sas(&container, blob, "rw", past, future));
+    let missing_signed = format!(
+        "{missing}?{}",
+        blob_sas(&container, "nope.png", "r", past, future)
+    );
+    // The URL the server signed starts a quarter hour back (clock skew).
+    let st = url::Url::parse(url)
+        .expect("url")
+        .query_pairs()
+        .find(|(k, _)| k == "st")
+        .map(|(_, v)| v.into_owned())
+        .expect("st");
+    let back = chrono::Utc::now()
+        - chrono::DateTime::parse_from_rfc3339(&st)
+            .expect("st")
+            .with_timezone(&chrono::Utc);
+    assert!(
+        back >= chrono::Duration::minutes(14) && back < chrono::Duration::minutes(20),
+        "st={st}"
+    );
     let asked = fake.state.requests().len();
-    for u in [&plain, &forged, &missing] {
+    for u in [
+        &plain,
+        &forged,
+        &missing,
+        &other,
+        &expired,
+        &write,
+        &missing_signed,
+    ] {
         let r = s
             .call("edit_image", json!({"imagePath": u, "prompt": "x"}))
             .await;
@@ -421,5 +466,69 @@ async fn a_path_swapped_between_attempts_still_sends_the_checked_file() {
             "sent the swapped-in file"
         );
     }
+    s.stop().await;
+}
+
+/// Over stdio with no --allowed-dir, edit inputs are files under the
+/// working directory and the output folder; --allow-any-path restores any
+/// readable file; started at `/`, only the output folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_inputs_default_to_the_working_directory() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let project = dir.path().join("project");
+    let elsewhere = dir.path().join("elsewhere");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&project).expect("mkdir");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let img = png(60_000, 4);
+    std::fs::write(project.join("in.png"), &img).expect("write");
+    std::fs::write(elsewhere.join("private.png"), &img).expect("write");
+    let edit = |path: std::path::PathBuf| json!({"imagePath": path, "prompt": "x fake:size=50000"});
+    let opts = |env: Vec<(String, String)>| ServerOpts {
+        fake: &fake,
+        out_dir: Some(&out),
+        azure: None,
+        env,
+    };
+
+    let s = start_in(opts(vec![]), Some(&project)).await;
+    let r = s.call("edit_image", edit(project.join("in.png"))).await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    // The output folder is an input over stdio (the user's own images).
+    let made = structured(&r)["path"].as_str().expect("path").to_string();
+    let r = s.call("edit_image", edit(made.clone().into())).await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let asked = fake.state.requests().len();
+    for p in [
+        elsewhere.join("private.png"),
+        project.join("../elsewhere/private.png"),
+    ] {
+        let r = s.call("edit_image", edit(p.clone())).await;
+        assert!(is_error(&r), "{} was read", p.display());
+        assert!(text_of(&r).contains("--allowed-dir"), "{}", text_of(&r));
+    }
+    assert_eq!(fake.state.requests().len(), asked, "nothing reached Gemini");
+    let log = s.stop().await;
+    assert!(log.contains("input path refused"), "{log}");
+
+    // Any file, when the user says so.
+    let s = start_in(
+        opts(vec![("NANO_BANANA_ALLOW_ANY_PATH".into(), "true".into())]),
+        Some(&project),
+    )
+    .await;
+    let r = s
+        .call("edit_image", edit(elsewhere.join("private.png")))
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    s.stop().await;
+
+    // Started at the filesystem root: the root is no default.
+    let s = start_in(opts(vec![]), Some(std::path::Path::new("/"))).await;
+    let r = s.call("edit_image", edit(project.join("in.png"))).await;
+    assert!(is_error(&r), "read from / as working directory");
+    let r = s.call("edit_image", edit(made.into())).await;
+    assert!(!is_error(&r), "{}", text_of(&r));
     s.stop().await;
 }

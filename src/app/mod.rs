@@ -40,8 +40,11 @@ pub struct MemorySettings {
 /// Where edit inputs may come from, and how big they may be.
 #[derive(Debug, Clone)]
 pub struct InputSettings {
-    /// As configured; canonicalised at build.
+    /// As configured; canonicalised at build. Over stdio, empty means the
+    /// working directory (and the output folder, always an input there).
     pub allowed_dirs: Vec<PathBuf>,
+    /// stdio only: any readable file is an input (`--allow-any-path`).
+    pub any_path: bool,
     pub allow_hosts: Vec<String>,
     pub max_input_bytes: u64,
     pub max_total_bytes: u64,
@@ -60,7 +63,8 @@ pub struct AppSettings {
     pub store: StoreConfig,
     pub inputs: InputSettings,
     pub transport: Transport,
-    /// Over HTTP one client must not change the key for all.
+    /// Over HTTP one client must not change the key for all: only a
+    /// request with the admin token may, and only when one is set.
     pub allow_configure_token: bool,
     /// HTTP without MCP sessions (continue_editing cannot work).
     pub stateless: bool,
@@ -215,6 +219,37 @@ impl App {
                 .map_err(|e| StartError::Inputs(format!("--allowed-dir {}: {e}", d.display())))?;
             allowed_dirs.push(c);
         }
+        let stdio = s.transport == Transport::Stdio;
+        if !stdio && s.inputs.any_path {
+            return Err(StartError::Inputs(
+                "--allow-any-path is for stdio only; over HTTP inputs come from --allowed-dir"
+                    .into(),
+            ));
+        }
+        if stdio && s.inputs.any_path {
+            if !allowed_dirs.is_empty() {
+                return Err(StartError::Inputs(
+                    "--allow-any-path and --allowed-dir exclude each other".into(),
+                ));
+            }
+            tracing::warn!(
+                "--allow-any-path: edit_image may send any file this user can read to Gemini"
+            );
+        } else if stdio && allowed_dirs.is_empty() {
+            // A prompt-injected model must not reach the user's whole disk:
+            // the folder the client started the server in (a project), and
+            // the output folder. Not the filesystem root, which some
+            // clients start servers in.
+            match std::env::current_dir().and_then(std::fs::canonicalize) {
+                Ok(cwd) if cwd.parent().is_some() => {
+                    tracing::info!(dir = %cwd.display(), "edit inputs: files under the working directory and the output folder (widen with --allowed-dir)");
+                    allowed_dirs.push(cwd);
+                }
+                _ => tracing::warn!(
+                    "edit inputs: only the output folder (the working directory is the filesystem root or unknown); allow folders with --allowed-dir"
+                ),
+            }
+        }
         crate::inputs::remove_stale_temp_files(&s.inputs.temp_dir);
         let fetcher = Fetcher {
             disk: Budget::new(memory::BudgetConfig {
@@ -224,7 +259,7 @@ impl App {
             }),
             preparing: Arc::new(tokio::sync::Semaphore::new(crate::inputs::PREPARE_AT_ONCE)),
             rules: InputRules {
-                enforce_dirs: s.transport == Transport::Http || !allowed_dirs.is_empty(),
+                enforce_dirs: !(stdio && s.inputs.any_path),
                 output_folder_by_path: s.transport != Transport::Http,
                 allowed_dirs,
                 allow_hosts: s.inputs.allow_hosts,

@@ -19,6 +19,7 @@ use object_store::{
 use tokio::task::JoinSet;
 
 use super::connstr::{ConnectionString, Credential};
+use super::sas::{BlobSigner, SasRefusal};
 use super::{StorageKind, StoreError, Stored};
 
 /// How long one storage request is retried (throttling, 5xx, refused or
@@ -74,6 +75,9 @@ pub struct AzureStore {
     cs: ConnectionString,
     container: String,
     url_mode: UrlMode,
+    /// With an account key: signs returned URLs and checks URLs passed
+    /// back (see `store::sas`). Identities sign through object_store.
+    signer: Option<Arc<BlobSigner>>,
     max_in_flight: usize,
 }
 
@@ -127,8 +131,13 @@ impl AzureStore {
         } else {
             UrlMode::Signed(opts.sas_ttl)
         };
+        let signer = match &cs.credential {
+            Credential::AccountKey(k) => BlobSigner::new(&cs.account, k).map(Arc::new),
+            _ => None,
+        };
         Ok(Self {
             store: Arc::new(store),
+            signer,
             cs,
             container: opts.container.clone(),
             url_mode,
@@ -243,8 +252,20 @@ impl AzureStore {
     fn url_source(&self) -> UrlSource {
         UrlSource {
             mode: self.url_mode.clone(),
+            signer: self.signer.clone(),
             cs: self.cs.clone(),
             container: self.container.clone(),
+        }
+    }
+
+    /// Whether a URL into this container (naming `blob`) may be read as
+    /// an input. With the account key: only with a read SAS this server
+    /// signed for that blob, still valid. Otherwise the server cannot
+    /// tell, and the URL is fetched as given (Azure judges its SAS).
+    pub fn check_own_url(&self, url: &url::Url, blob: &str) -> Result<(), SasRefusal> {
+        match &self.signer {
+            Some(s) => s.verify(url, &self.container, blob, chrono::Utc::now()),
+            None => Ok(()),
         }
     }
 }
@@ -252,6 +273,7 @@ impl AzureStore {
 /// What an upload needs to produce its URL after commit.
 struct UrlSource {
     mode: UrlMode,
+    signer: Option<Arc<BlobSigner>>,
     cs: ConnectionString,
     container: String,
 }
@@ -267,6 +289,15 @@ impl UrlSource {
             UrlMode::Public | UrlMode::PlainForSas => {
                 self.cs.blob_url(&self.container, &name).to_string()
             }
+            UrlMode::Signed(ttl) if let Some(signer) = &self.signer => signer
+                .sign(
+                    self.cs.blob_url(&self.container, &name),
+                    &self.container,
+                    &name,
+                    *ttl,
+                    chrono::Utc::now(),
+                )
+                .to_string(),
             UrlMode::Signed(ttl) => store
                 .signed_url(http::Method::GET, path, *ttl)
                 .await

@@ -10,6 +10,7 @@ pub mod azure_setup;
 pub mod connstr;
 pub mod local;
 pub mod records;
+pub mod sas;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -79,7 +79,16 @@ pub struct ServerOpts<'a> {
 }
 
 pub async fn start(opts: ServerOpts<'_>) -> Server {
+    start_in(opts, None).await
+}
+
+/// `start` with the working directory the client would start it in (over
+/// stdio, edit inputs default to files under it).
+pub async fn start_in(opts: ServerOpts<'_>, cwd: Option<&Path>) -> Server {
     let mut cmd = tokio::process::Command::new(bin());
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", std::env::temp_dir())
@@ -330,6 +339,28 @@ pub fn container_sas(container: &str, permissions: &str) -> String {
     format!(
         "sv={version}&sr=c&sp={permissions}&se={}&sig={}",
         encode(&expiry),
+        encode(&sig)
+    )
+}
+
+/// Read-style service SAS for one blob (`sr=b`), in the form the server
+/// signs: what a caller holding the account key could make.
+pub fn blob_sas(
+    container: &str,
+    blob: &str,
+    permissions: &str,
+    start: &str,
+    expiry: &str,
+) -> String {
+    let version = "2023-11-03";
+    let resource = format!("/blob/devstoreaccount1/{container}/{blob}");
+    let to_sign =
+        format!("{permissions}\n{start}\n{expiry}\n{resource}\n\n\n\n{version}\nb\n\n\n\n\n\n\n");
+    let sig = sign(&to_sign);
+    format!(
+        "sv={version}&sp={permissions}&st={}&se={}&sr=b&sig={}",
+        encode(start),
+        encode(expiry),
         encode(&sig)
     )
 }
