@@ -8,7 +8,9 @@
 #   - scripts/lib/k8s_checks.py: Prometheus Operator objects against
 #     strict models generated from the operator's CRDs and PromQL parsing,
 #     resource quantities, requests <= limits, the Deployment's security
-#     and shutdown-grace invariants, and no unvalidated YAML under k8s/.
+#     and shutdown-grace invariants, NetworkPolicy egress (DNS only to the
+#     cluster DNS pods, everything else only to public ipBlocks), and no
+#     unvalidated YAML under k8s/.
 # Tools come from scripts/lib/tools-requirements.txt into .cache/venv
 # (first run ~25 s to install, then a few seconds).
 set -euo pipefail

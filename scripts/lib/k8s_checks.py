@@ -16,11 +16,21 @@ Run by scripts/checks/k8s_validate.sh with the tools venv's Python:
   requests and limits, probes, a read-only root filesystem, no privilege
   escalation and all capabilities dropped; terminationGracePeriodSeconds is
   above the NANO_BANANA_SHUTDOWN_GRACE_SECS its ConfigMap sets.
+- NetworkPolicy egress (docs/kubernetes.md, "Network policy"): a rule
+  that can reach port 53 allows only port 53, and only to the cluster DNS
+  pods (namespaceSelector and podSelector in one peer) or one address (a
+  node-local cache); every other rule goes to ipBlocks whose except list
+  holds every private range of their family (PRIVATE_RANGES) that they
+  overlap. A policy annotated nano-banana-mcp/private-egress (never one
+  under k8s/base) may reach private ipBlocks instead, never a selector.
+  Every ipBlock is canonical, one family, its excepts strictly inside it.
+  Where a Deployment's server pods are, some policy restricts their egress.
 - Every YAML file under k8s/ is used by some kustomization, or is an
   *.example.yaml validated on its own (passed with --files).
 """
 
 import inspect
+import ipaddress
 import os
 import re
 import sys
@@ -117,6 +127,103 @@ def check_deployment(where, doc, configmaps):
                     err(where, f"terminationGracePeriodSeconds {tgps} is not above NANO_BANANA_SHUTDOWN_GRACE_SECS {grace}")
 
 
+# --- NetworkPolicy egress -----------------------------------------------------
+# Never reachable from the server's pods except through a policy annotated
+# PRIVATE_EGRESS: the VNet and the cluster's pod and Service CIDRs (RFC 1918,
+# shared address space), cloud metadata and node-local services
+# (link-local), loopback, "this network"; IPv6 unique local, link-local,
+# loopback.
+PRIVATE_RANGES = [ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "169.254.0.0/16", "127.0.0.0/8", "0.0.0.0/8",
+    "fc00::/7", "fe80::/10", "::1/128",
+)]
+PRIVATE_EGRESS = "nano-banana-mcp/private-egress"
+DNS_PORT = 53
+
+
+def ip_block(where, block):
+    """(cidr, [except]) as networks, or None (and errors) when malformed."""
+    try:
+        cidr = ipaddress.ip_network(str(block.get("cidr")), strict=True)
+        excepts = [ipaddress.ip_network(str(e), strict=True) for e in block.get("except") or []]
+    except ValueError as e:
+        err(where, f"ipBlock {block!r}: {e} (write each CIDR in canonical form)")
+        return None
+    for e in excepts:
+        if e.version != cidr.version or not (e.subnet_of(cidr) and e != cidr):
+            err(where, f"ipBlock except {e} is not strictly inside {cidr} (the API server refuses it)")
+    return cidr, [e for e in excepts if e.version == cidr.version]
+
+
+def reaches(port_entry, port):
+    """Whether one entry of an egress rule's ports can match `port`. A named
+    port names the destination pod's port, so it may be any number."""
+    p = port_entry.get("port")
+    if p is None or isinstance(p, str):
+        return True
+    return int(p) <= port <= int(port_entry.get("endPort", p))
+
+
+def check_networkpolicy(where, doc):
+    spec = doc.get("spec", {})
+    if "Egress" not in (spec.get("policyTypes") or []):
+        return
+    private_ok = PRIVATE_EGRESS in ((doc.get("metadata") or {}).get("annotations") or {})
+    for i, rule in enumerate(spec.get("egress") or []):
+        rw = f"{where} egress[{i}]"
+        ports = rule.get("ports") or [{}]  # no ports: every port
+        peers = rule.get("to") or []
+        if not peers:
+            err(rw, "no `to`: allows every destination")
+        if any(reaches(p, DNS_PORT) for p in ports):
+            # DNS: only port 53, only to the cluster DNS pods or one address.
+            if not all(reaches(p, DNS_PORT) and p.get("port") == DNS_PORT and p.get("endPort") in (None, DNS_PORT) for p in ports):
+                err(rw, "reaches port 53, so it must allow port 53 only (DNS goes to the cluster DNS, nothing else rides along)")
+            for j, peer in enumerate(peers):
+                if "ipBlock" in peer:
+                    b = ip_block(f"{rw}.to[{j}]", peer["ipBlock"])
+                    if b and b[0].num_addresses != 1:
+                        err(f"{rw}.to[{j}]", f"DNS to {b[0]}: only the cluster DNS pods or one node-local address")
+                elif not (peer.get("podSelector", {}).get("matchLabels") or peer.get("podSelector", {}).get("matchExpressions")):
+                    err(f"{rw}.to[{j}]", "DNS peer has no podSelector: it allows port 53 to every pod of the namespaces it selects")
+                elif "namespaceSelector" not in peer:
+                    err(f"{rw}.to[{j}]", "DNS peer has no namespaceSelector: it selects pods in this namespace, not kube-system")
+            continue
+        for j, peer in enumerate(peers):
+            pw = f"{rw}.to[{j}]"
+            if "ipBlock" not in peer:
+                err(pw, "egress to pods or namespaces: only ipBlocks (in-cluster services are no destination of this server)")
+                continue
+            b = ip_block(pw, peer["ipBlock"])
+            if b is None or private_ok:
+                continue
+            cidr, excepts = b
+            for r in PRIVATE_RANGES:
+                if r.version == cidr.version and r.overlaps(cidr) and not any(r.subnet_of(e) for e in excepts):
+                    err(pw, f"ipBlock {cidr} reaches private range {r}: add it to `except`, or allow the private subnet in a policy annotated {PRIVATE_EGRESS}")
+
+
+def restricts_egress(policy, pod_labels):
+    """Whether the policy limits the egress of pods with these labels."""
+    spec = policy.get("spec", {})
+    sel = spec.get("podSelector") or {}
+    match = sel.get("matchLabels") or {}
+    return ("Egress" in (spec.get("policyTypes") or []) and not sel.get("matchExpressions")
+            and all(pod_labels.get(k) == v for k, v in match.items()))
+
+
+def check_base_exemptions(root):
+    """No object under root claims the private-egress exemption."""
+    for dirpath, _, files in os.walk(root):
+        for fn in files:
+            if fn.endswith((".yaml", ".yml")):
+                p = os.path.join(dirpath, fn)
+                for d in yaml.safe_load_all(open(p)):
+                    if d and PRIVATE_EGRESS in ((d.get("metadata") or {}).get("annotations") or {}):
+                        err(os.path.relpath(p), f"{d.get('kind')}/{d['metadata'].get('name')} is annotated {PRIVATE_EGRESS}: the base allows no private egress")
+
+
 # --- Prometheus Operator objects ----------------------------------------------
 _MODELS = None
 
@@ -184,6 +291,12 @@ def check_file(path, outdir):
         check_quantities(where, d)
         if d.get("kind") == "Deployment":
             check_deployment(where, d, configmaps)
+        if d.get("kind") == "NetworkPolicy":
+            check_networkpolicy(where, d)
+    for dep in (d for d in docs if d.get("kind") == "Deployment"):
+        pod_labels = dep.get("spec", {}).get("template", {}).get("metadata", {}).get("labels") or {}
+        if not any(d.get("kind") == "NetworkPolicy" and restricts_egress(d, pod_labels) for d in docs):
+            err(f"{os.path.basename(path)} Deployment/{dep['metadata'].get('name')}", "no NetworkPolicy restricts its pods' egress")
     out = os.path.join(outdir, os.path.splitext(os.path.basename(path))[0] + ".core.yaml")
     with open(out, "w") as f:
         yaml.safe_dump_all(core, f, sort_keys=False)
@@ -218,6 +331,7 @@ def main(argv):
         rest, files = rest[:i], rest[i + 1:]
     n = sum(check_file(p, outdir) for p in rest + files)
     check_tree("k8s", files)
+    check_base_exemptions("k8s/base")
     for e in ERRORS:
         print("ERROR " + e, file=sys.stderr)
     print(f"k8s_checks: {n} objects, {len(ERRORS)} problems", file=sys.stderr)
