@@ -136,8 +136,16 @@ fn print_location(img: &StoredImage) {
 
 /// The prompt and options, checked as the MCP tools check them.
 fn request(app: &App, prompt: String, o: &OutputArgs) -> Result<Request, String> {
+    let asked = crate::gemini::models::AskedOptions {
+        aspect_ratio: o.aspect_ratio.as_deref(),
+        image_size: o.image_size.as_deref(),
+        thinking_level: o.thinking_level.as_deref(),
+        grounding: o.grounding.as_deref(),
+        person_generation: o.person_generation.as_deref(),
+        count: None,
+    };
     app.pipeline
-        .request(prompt, o.aspect_ratio.as_deref(), o.image_size.as_deref())
+        .request(prompt, None, asked)
         .map_err(|e| e.to_string())
 }
 
@@ -156,7 +164,7 @@ async fn edit_with(app: &App, cmd: EditCmd) -> Result<StoredImage, String> {
     specs.extend(cmd.refs);
     let images = app
         .fetcher
-        .prepare_all(&specs, app.pipeline.model())
+        .prepare_all(&specs, req.model())
         .await
         .map_err(|e| e.to_string())?;
     run(app, Job::edit(req, None, images)).await
@@ -416,7 +424,13 @@ pub async fn doctor(cmd: DoctorCmd) -> Result<bool, String> {
                 "Gemini model",
                 format!("{model} (not a model this version knows; settings are not checked)"),
             ),
-            _ => Check::pass("Gemini model", model.clone()),
+            _ => match crate::gemini::models::deprecated(model) {
+                Some(new) => Check::pass(
+                    "Gemini model",
+                    format!("{model} (announced for shutdown: move to {new})"),
+                ),
+                None => Check::pass("Gemini model", model.clone()),
+            },
         },
     });
     checks.push(if cmd.offline {
@@ -527,7 +541,7 @@ async fn gemini_reachable(cfg: &Config, key: &crate::secret::Secret) -> Check {
             let fix = match &err {
                 crate::gemini::GeminiError::BadKey { .. } => "set GEMINI_API_KEY to a valid key",
                 crate::gemini::GeminiError::ModelNotFound { .. } => {
-                    "set GEMINI_MODEL=gemini-2.5-flash-image (or another available image model)"
+                    "set GEMINI_MODEL=gemini-3.1-flash-image (or another available image model)"
                 }
                 _ => "see the message; retry later if the service is overloaded",
             };

@@ -82,12 +82,22 @@ pub struct ServeCmd {
 /// Output options of `generate` and `edit`.
 #[derive(Debug, Args, Default)]
 pub struct OutputArgs {
-    /// 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9 or 21:9.
+    /// 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9 (and 1:4, 4:1,
+    /// 1:8, 8:1 on gemini-3.1-flash-image).
     #[arg(long)]
     pub aspect_ratio: Option<String>,
-    /// 1K, 2K or 4K (2K/4K need a Gemini 3 image model).
+    /// 512, 1K, 2K or 4K, as the model makes them (README, "Models").
     #[arg(long)]
     pub image_size: Option<String>,
+    /// minimal or high (Gemini 3.1 image models).
+    #[arg(long)]
+    pub thinking_level: Option<String>,
+    /// Ground on Google Search: web, image or both.
+    #[arg(long)]
+    pub grounding: Option<String>,
+    /// allow_all, allow_adult or allow_none.
+    #[arg(long)]
+    pub person_generation: Option<String>,
     /// Save into this local folder (even when Azure is configured).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -351,6 +361,18 @@ pub struct Config {
     /// Longest wait for Gemini's response headers per attempt (seconds).
     #[arg(long, env = "GEMINI_TIMEOUT_SECS", default_value_t = 180)]
     pub gemini_timeout_secs: u64,
+    /// Models a call may name besides GEMINI_MODEL (comma-separated; `*`
+    /// for any). Default: any over stdio, none over HTTP.
+    #[arg(long, env = "NANO_BANANA_ALLOWED_MODELS", value_delimiter = ',')]
+    pub allowed_models: Option<Vec<String>>,
+    /// JSON file of prices that replace or add to the built-in list
+    /// prices (README, "Cost").
+    #[arg(long, env = "NANO_BANANA_PRICES")]
+    pub prices: Option<PathBuf>,
+    /// Estimated US dollars this server may spend per UTC day; calls past
+    /// it are refused until 00:00 UTC. Default: no cap.
+    #[arg(long, env = "NANO_BANANA_DAILY_SPEND_CAP_USD")]
+    pub daily_spend_cap_usd: Option<f64>,
 
     // --- Storage ---
     /// Azure Storage connection string (account key, SAS, or
@@ -506,6 +528,11 @@ impl Config {
                 self.gemini_base_url
             ));
         }
+        if let Some(cap) = self.daily_spend_cap_usd
+            && !(cap.is_finite() && cap >= 0.0)
+        {
+            return Err("--daily-spend-cap-usd must be a number of dollars >= 0".into());
+        }
         if self.gemini_max_attempts == 0 {
             return Err("--gemini-max-attempts must be at least 1".into());
         }
@@ -539,6 +566,11 @@ impl Config {
                 ..crate::gemini::GeminiConfig::default()
             },
             gemini_key: self.gemini_api_key.clone(),
+            models: crate::app::ModelSettings {
+                allowed: self.allowed_models.clone(),
+                prices: self.prices.clone(),
+                daily_cap_usd: self.daily_spend_cap_usd,
+            },
             store: self.store_config(),
             inputs: crate::app::InputSettings {
                 allowed_dirs: self.allowed_dirs.clone(),
@@ -610,7 +642,7 @@ mod tests {
         let cli = Cli::try_parse_from(["x"]).expect("parse");
         cli.config.validate().expect("valid");
         assert_eq!(cli.config.block_size, 2 << 20);
-        assert_eq!(cli.config.gemini_model, "gemini-2.5-flash-image");
+        assert_eq!(cli.config.gemini_model, "gemini-3.1-flash-image");
         assert_eq!(cli.config.azure_container, "nano-banana-images");
     }
 

@@ -103,6 +103,10 @@ pub struct Metrics {
     retries: Counter,
     gauges: Vec<(&'static str, Gauge)>,
     busy: Counter<u64, AtomicU64>,
+    tokens: Family<Labels, Counter>,
+    spend: Family<Labels, Counter<f64, AtomicU64>>,
+    search_queries: Family<Labels, Counter>,
+    spend_refusals: Counter,
 }
 
 impl Default for Metrics {
@@ -154,6 +158,30 @@ impl Metrics {
             "Calls refused because the memory budget was spent",
             busy.clone(),
         );
+        let tokens = Family::<Labels, Counter>::default();
+        registry.register(
+            "gemini_tokens",
+            "Tokens Gemini reported, by model and kind (input, image, text: output text and thinking)",
+            tokens.clone(),
+        );
+        let spend = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "estimated_spend_usd",
+            "Estimated Gemini spend in US dollars by model (list prices, README \"Cost\")",
+            spend.clone(),
+        );
+        let search_queries = Family::<Labels, Counter>::default();
+        registry.register(
+            "gemini_search_queries",
+            "Google Search queries grounded calls ran, by model",
+            search_queries.clone(),
+        );
+        let spend_refusals = Counter::default();
+        registry.register(
+            "spend_cap_refusals",
+            "Calls refused because the daily spend cap was reached",
+            spend_refusals.clone(),
+        );
         let mut gauges = Vec::new();
         for (name, help) in GAUGES {
             let g = Gauge::default();
@@ -170,7 +198,39 @@ impl Metrics {
             retries,
             gauges,
             busy,
+            tokens,
+            spend,
+            search_queries,
+            spend_refusals,
         }
+    }
+
+    /// Count what one response cost. `model` is a label: the caller
+    /// passes a bounded set of names (`pipeline::Pipeline::model_label`).
+    pub fn cost(&self, model: &str, cost: &crate::gemini::pricing::Cost) {
+        for (kind, n) in [
+            ("input", cost.input_tokens),
+            ("image", cost.image_tokens),
+            ("text", cost.text_tokens),
+        ] {
+            self.tokens
+                .get_or_create(&vec![("model", model.to_string()), ("kind", kind.into())])
+                .inc_by(n);
+        }
+        if cost.search_queries > 0 {
+            self.search_queries
+                .get_or_create(&vec![("model", model.to_string())])
+                .inc_by(cost.search_queries);
+        }
+        if let Some(usd) = cost.usd {
+            self.spend
+                .get_or_create(&vec![("model", model.to_string())])
+                .inc_by(usd);
+        }
+    }
+
+    pub fn spend_refused(&self) {
+        self.spend_refusals.inc();
     }
 
     /// Record one finished tool call; `outcome` is "ok" or an error kind.

@@ -143,7 +143,7 @@ async fn doctor_reports_each_broken_setting() {
                 vec![("GEMINI_MODEL", "gemini-2.5-flash-image-preview".into())],
             ]
             .concat(),
-            "GEMINI_MODEL=gemini-2.5-flash-image",
+            "GEMINI_MODEL=gemini-3.1-flash-image",
         ),
         (
             [

@@ -349,7 +349,8 @@ async fn input_rules_refuse_what_they_should() {
     let r = s
         .call(
             "edit_image",
-            json!({"imagePath": p, "prompt": "x", "referenceImages": [p, p, p]}),
+            json!({"imagePath": p, "prompt": "x", "referenceImages": [p, p, p],
+                   "model": "gemini-2.5-flash-image"}),
         )
         .await;
     assert!(

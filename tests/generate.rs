@@ -39,7 +39,9 @@ async fn tools_are_listed_with_old_names_and_schemas() {
     let status = s.call("get_configuration_status", json!({})).await;
     let v = structured(&status);
     assert_eq!(v["configured"], true);
-    assert_eq!(v["model"], "gemini-2.5-flash-image");
+    assert_eq!(v["model"], "gemini-3.1-flash-image");
+    // Over stdio a call may name any model.
+    assert_eq!(v["allowedModels"], json!(["*"]));
     assert!(v["memory"]["budgetBytes"].as_u64().expect("budget") > 0);
     assert!(!text_of(&status).contains(TEST_KEY));
     let log = s.stop().await;
@@ -247,9 +249,16 @@ async fn failures_are_explained_and_leave_nothing_behind() {
     assert_eq!(structured(&r)["sha256"], real.sha256.as_str());
     // Bad arguments are refused before any request.
     let r = s
-        .call("generate_image", json!({"prompt": "x", "imageSize": "4K"}))
+        .call(
+            "generate_image",
+            json!({"prompt": "x", "imageSize": "512", "model": "gemini-3-pro-image"}),
+        )
         .await;
-    assert!(is_error(&r) && text_of(&r).contains("GEMINI_MODEL=gemini-3-pro-image"));
+    assert!(
+        is_error(&r) && text_of(&r).contains("pass model: \"gemini-3.1-flash-image\""),
+        "{}",
+        text_of(&r)
+    );
     let r = s
         .call(
             "generate_image",
@@ -331,5 +340,297 @@ async fn non_streaming_mode_reads_pretty_json() {
         structured(&r)["sha256"],
         sent.last().expect("sent").sha256.as_str()
     );
+    s.stop().await;
+}
+
+/// The list prices the server's table holds for gemini-3.1-flash-image and
+/// gemini-3-pro-image: (input, text output, image output) per million
+/// tokens, and one search query. Written out here so a changed table
+/// fails this test instead of agreeing with it.
+const FLASH31: (f64, f64, f64, f64) = (0.50, 3.0, 60.0, 0.014);
+const PRO3: (f64, f64, f64, f64) = (2.0, 12.0, 120.0, 0.014);
+
+fn priced(usage: &serde_json::Value, queries: u64, rates: (f64, f64, f64, f64)) -> f64 {
+    let n = |k: &str| usage[k].as_u64().unwrap_or(0) as f64;
+    let image = n("imageTokenCount");
+    let text = n("candidatesTokenCount") - image + n("thoughtsTokenCount");
+    n("promptTokenCount") * rates.0 / 1e6
+        + text * rates.1 / 1e6
+        + image * rates.2 / 1e6
+        + queries as f64 * rates.3
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn todays_models_options_grounding_and_cost_reach_the_wire() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(ServerOpts {
+        fake: &fake,
+        out_dir: Some(dir.path()),
+        azure: None,
+        env: vec![],
+    })
+    .await;
+    // The default model takes 4:1 and 512, and they reach the request.
+    let r = s
+        .call(
+            "generate_image",
+            json!({"prompt": "a wide banner fake:size=2000", "aspectRatio": "4:1", "imageSize": "512"}),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let reqs = fake.state.requests();
+    let last = reqs.last().expect("request");
+    assert_eq!(last.model, "gemini-3.1-flash-image");
+    let g = last.generation_config.clone().expect("generationConfig");
+    assert_eq!(
+        g["imageConfig"],
+        json!({"aspectRatio": "4:1", "imageSize": "512"})
+    );
+    // 512 bills 747 image tokens on 3.1 Flash; the cost is the table's.
+    let v = structured(&r);
+    assert_eq!(v["usage"]["imageTokenCount"], 747);
+    let want = priced(&v["usage"], 0, FLASH31);
+    let got = v["cost"]["estimatedUsd"].as_f64().expect("cost");
+    assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    assert_eq!(v["cost"]["pricesAsOf"], "2026-12-01");
+
+    // thinkingLevel, grounding and personGeneration, exactly as the API
+    // expects them; the sources come back in the result and its text.
+    let r = s
+        .call(
+            "generate_image",
+            json!({"prompt": "the 2026 final's winners fake:size=2000", "thinkingLevel": "high",
+                   "grounding": "both", "personGeneration": "allow_adult"}),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let reqs = fake.state.requests();
+    let last = reqs.last().expect("request");
+    let g = last.generation_config.clone().expect("generationConfig");
+    assert_eq!(g["thinkingConfig"], json!({"thinkingLevel": "HIGH"}));
+    assert_eq!(g["imageConfig"]["personGeneration"], "ALLOW_ADULT");
+    assert_eq!(
+        last.tools,
+        Some(json!([{"googleSearch": {"searchTypes": {"webSearch": {}, "imageSearch": {}}}}]))
+    );
+    let v = structured(&r);
+    let gr = &v["grounding"];
+    assert_eq!(gr["webSearchQueries"], json!(["the 2026 final's winners"]));
+    assert_eq!(
+        gr["imageSearchQueries"],
+        json!(["the 2026 final's winners photo"])
+    );
+    let uris: Vec<&str> = gr["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter_map(|x| x["uri"].as_str())
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            "https://example.org/fake-source/1",
+            "https://example.org/fake-source/2",
+            "https://example.net/fake-page"
+        ]
+    );
+    assert!(text_of(&r).contains("https://example.org/fake-source/1"));
+    assert_eq!(v["cost"]["searchQueries"], 2);
+    let want = priced(&v["usage"], 2, FLASH31);
+    let got = v["cost"]["estimatedUsd"].as_f64().expect("cost");
+    assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+
+    // Another model for one call; its refusals name who takes the option.
+    let n = fake.state.requests().len();
+    let r = s
+        .call(
+            "generate_image",
+            json!({"prompt": "x fake:size=2000", "model": "gemini-3-pro-image", "imageSize": "4K", "grounding": "web"}),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let reqs = fake.state.requests();
+    assert_eq!(
+        reqs.last().map(|r| r.model.as_str()),
+        Some("gemini-3-pro-image")
+    );
+    let v = structured(&r);
+    assert_eq!(v["usage"]["imageTokenCount"], 2000);
+    let want = priced(&v["usage"], 1, PRO3);
+    let got = v["cost"]["estimatedUsd"].as_f64().expect("cost");
+    assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    for (args, want) in [
+        (
+            json!({"model": "gemini-3-pro-image", "thinkingLevel": "high"}),
+            "always thinks",
+        ),
+        (
+            json!({"model": "gemini-3-pro-image", "grounding": "image"}),
+            "gemini-3.1-flash-image",
+        ),
+        (
+            json!({"model": "gemini-3.1-flash-lite-image", "imageSize": "2K"}),
+            "1K",
+        ),
+        (
+            json!({"model": "gemini-3.1-flash-image-preview"}),
+            "shut down; use gemini-3.1-flash-image",
+        ),
+        (json!({"model": "../../v1/evil?x="}), "not a model id"),
+        (
+            json!({"outputMimeType": "image/jpeg"}),
+            "Gemini API rejects it",
+        ),
+        (json!({"compressionQuality": 80}), "Gemini API rejects it"),
+        (json!({"grounding": "maps"}), "web, image or both"),
+    ] {
+        let mut a = args.clone();
+        a["prompt"] = json!("x");
+        let r = s.call("generate_image", a).await;
+        assert!(
+            is_error(&r) && text_of(&r).contains(want),
+            "{args}: {}",
+            text_of(&r)
+        );
+    }
+    assert_eq!(
+        fake.state.requests().len(),
+        n + 1,
+        "a refused call reached Gemini"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allow_list_and_the_daily_spend_cap_refuse_before_any_request() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(ServerOpts {
+        fake: &fake,
+        out_dir: Some(dir.path()),
+        azure: None,
+        env: vec![
+            (
+                "NANO_BANANA_ALLOWED_MODELS".into(),
+                "gemini-3-pro-image".into(),
+            ),
+            // One 3.1 Flash call holds its worst case (~$0.16) and costs
+            // ~$0.07: the second call no longer fits under $0.20.
+            ("NANO_BANANA_DAILY_SPEND_CAP_USD".into(), "0.20".into()),
+        ],
+    })
+    .await;
+    let r = s
+        .call(
+            "generate_image",
+            json!({"prompt": "x", "model": "gemini-3.1-flash-lite-image"}),
+        )
+        .await;
+    assert!(is_error(&r));
+    let t = text_of(&r);
+    assert!(
+        t.contains("not allowed") && t.contains("gemini-3.1-flash-image, gemini-3-pro-image"),
+        "{t}"
+    );
+    assert_eq!(fake.state.requests().len(), 0);
+    let r = s.call("generate_image", prompt("fake:size=2000")).await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let spent = structured(&r)["cost"]["estimatedUsd"]
+        .as_f64()
+        .expect("cost");
+    let status = structured(&s.call("get_configuration_status", json!({})).await);
+    assert_eq!(status["dailySpendCapUsd"], 0.2);
+    let today = status["spendTodayUsd"].as_f64().expect("spend");
+    assert!((today - spent).abs() < 1e-6, "{today} vs {spent}");
+    let r = s.call("generate_image", prompt("fake:size=2000")).await;
+    assert!(is_error(&r));
+    let t = text_of(&r);
+    assert!(
+        t.contains("daily spend cap of $0.20") && t.contains("00:00 UTC"),
+        "{t}"
+    );
+    assert_eq!(
+        fake.state.requests().len(),
+        1,
+        "the refused call reached Gemini"
+    );
+    assert_eq!(files_in(dir.path()).len(), 1, "one image");
+    assert_eq!(records_in(dir.path()).len(), 1, "and its record");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_images_are_separate_generations_each_stored_and_failures_explained() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(ServerOpts {
+        fake: &fake,
+        out_dir: Some(dir.path()),
+        azure: None,
+        env: vec![],
+    })
+    .await;
+    let r = s
+        .call(
+            "generate_image",
+            json!({"prompt": "three cats fake:size=3000", "n": 3}),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let v = structured(&r);
+    let images = v["images"].as_array().expect("images");
+    assert_eq!(images.len(), 3);
+    let ids: std::collections::HashSet<&str> = images
+        .iter()
+        .filter_map(|i| i["imageId"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 3, "three handles: {ids:?}");
+    assert_eq!(v["imageId"], images[0]["imageId"]);
+    assert!(v.get("failed").is_none());
+    assert_eq!(fake.state.requests().len(), 3);
+    assert_eq!(files_in(dir.path()).len(), 3, "{:?}", files_in(dir.path()));
+    assert_eq!(records_in(dir.path()).len(), 3);
+    // Every stored file is the image its result names.
+    for img in images {
+        let path = img["path"].as_str().expect("path");
+        let bytes = std::fs::read(path).expect("read");
+        assert_eq!(sha256_hex(&bytes), img["sha256"].as_str().expect("sha"));
+    }
+    let links = r
+        .content
+        .iter()
+        .filter(|c| c.as_resource_link().is_some())
+        .count();
+    assert_eq!(links, 3);
+
+    // One of three refused by Gemini: the other two are kept, the failure
+    // is explained.
+    let r = s
+        .call(
+            "generate_image",
+            json!({"prompt": "two of three fake:size=3000 fake:status=400 fake:times=1", "n": 3}),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    let v = structured(&r);
+    assert_eq!(v["images"].as_array().map(Vec::len), Some(2));
+    let failed = v["failed"].as_array().expect("failed");
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]["error"].as_str().expect("error").contains("400"),
+        "{failed:?}"
+    );
+    assert_eq!(files_in(dir.path()).len(), 5);
+    for bad in [json!(0), json!(5)] {
+        let r = s
+            .call("generate_image", json!({"prompt": "x", "n": bad}))
+            .await;
+        assert!(
+            is_error(&r) && text_of(&r).contains("1 to 4"),
+            "{}",
+            text_of(&r)
+        );
+    }
     s.stop().await;
 }

@@ -60,6 +60,7 @@ pub struct AppSettings {
     pub gemini: GeminiConfig,
     /// The configured key; the saved one is used when this is `None`.
     pub gemini_key: Option<Secret>,
+    pub models: ModelSettings,
     pub store: StoreConfig,
     pub inputs: InputSettings,
     pub transport: Transport,
@@ -68,6 +69,48 @@ pub struct AppSettings {
     pub allow_configure_token: bool,
     /// HTTP without MCP sessions (continue_editing cannot work).
     pub stateless: bool,
+}
+
+/// Which models calls may name, what they cost, and the spend cap.
+#[derive(Debug, Clone, Default)]
+pub struct ModelSettings {
+    /// `None`: the transport's default (any over stdio, none over HTTP).
+    pub allowed: Option<Vec<String>>,
+    pub prices: Option<std::path::PathBuf>,
+    pub daily_cap_usd: Option<f64>,
+}
+
+impl ModelSettings {
+    /// The allow-list for this transport.
+    fn allowed(&self, transport: Transport) -> crate::pipeline::AllowedModels {
+        use crate::pipeline::AllowedModels;
+        let list: Vec<String> = match &self.allowed {
+            None if transport == Transport::Stdio => return AllowedModels::Any,
+            None => Vec::new(),
+            Some(l) => l
+                .iter()
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect(),
+        };
+        if list.iter().any(|m| m == "*") {
+            AllowedModels::Any
+        } else {
+            AllowedModels::Only(list)
+        }
+    }
+
+    fn prices(&self) -> Result<crate::gemini::pricing::PriceTable, StartError> {
+        match &self.prices {
+            None => Ok(Default::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| StartError::Gemini(format!("--prices {}: {e}", p.display())))?;
+                crate::gemini::pricing::PriceTable::with_overrides(&text)
+                    .map_err(|e| StartError::Gemini(format!("--prices {}: {e}", p.display())))
+            }
+        }
+    }
 }
 
 /// Why the server could not start; one line each.
@@ -204,7 +247,18 @@ impl App {
                 "GEMINI_MODEL={} is retired and answers 404; use {new}",
                 s.gemini.model
             );
+        } else if let Some(new) = crate::gemini::models::deprecated(&s.gemini.model) {
+            tracing::warn!(
+                "GEMINI_MODEL={} is announced for shutdown; move to {new}",
+                s.gemini.model
+            );
         }
+        let allowed_models = s.models.allowed(s.transport);
+        let prices = s.models.prices()?;
+        if prices.rates(&s.gemini.model).is_none() {
+            tracing::info!(model = %s.gemini.model, "no price for this model: results carry token counts without a cost estimate (add it with --prices)");
+        }
+        let spend = crate::pipeline::spend::SpendCap::new(s.models.daily_cap_usd);
         let gemini =
             GeminiClient::new(s.gemini, key).map_err(|e| StartError::Gemini(e.to_string()))?;
         if !gemini.has_key() {
@@ -292,6 +346,9 @@ impl App {
                         .min(1024),
                 ),
                 cfg: s.pipeline,
+                allowed_models,
+                prices,
+                spend,
             },
             fetcher,
             metrics: Metrics::new(),

@@ -76,7 +76,48 @@ pub struct Usage {
     pub candidates_token_count: Option<u64>,
     pub total_token_count: Option<u64>,
     pub thoughts_token_count: Option<u64>,
+    /// The IMAGE entries of `candidatesTokensDetails`: what is billed at
+    /// the image output rate. `None` when the response gave no details.
+    pub image_token_count: Option<u64>,
 }
+
+/// Where a grounded image's facts came from: `groundingMetadata`, kept
+/// under `MAX_GROUNDING_BYTES` (queries and sources past it are dropped
+/// and `truncated` says so).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grounding {
+    pub web_queries: Vec<String>,
+    pub image_queries: Vec<String>,
+    pub sources: Vec<GroundingSource>,
+    pub truncated: bool,
+}
+
+impl Grounding {
+    pub fn is_empty(&self) -> bool {
+        self.web_queries.is_empty() && self.image_queries.is_empty() && self.sources.is_empty()
+    }
+
+    /// Search queries run, web and image.
+    pub fn queries(&self) -> u64 {
+        (self.web_queries.len() + self.image_queries.len()) as u64
+    }
+}
+
+/// One `groundingChunks` entry: a web page, or an image and the page it is on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroundingSource {
+    /// `web` or `image`.
+    pub kind: &'static str,
+    pub title: Option<String>,
+    /// The page.
+    pub uri: Option<String>,
+    /// The image itself (image search).
+    pub image_uri: Option<String>,
+    pub domain: Option<String>,
+}
+
+/// The most grounding text one response keeps (queries, titles, links).
+pub const MAX_GROUNDING_BYTES: usize = 16 << 10;
 
 /// An `{"error": ...}` object found inside a response stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,6 +140,7 @@ pub struct Summary {
     pub model_version: Option<String>,
     pub response_id: Option<String>,
     pub error: Option<StreamError>,
+    pub grounding: Grounding,
     /// How many image parts were seen (thought images included).
     pub images: u32,
 }

@@ -6,7 +6,10 @@
 //! facts are gathered while it is open and reported when it closes.
 
 use super::b64::{B64Blocks, Sealed};
-use super::{Event, ExtractError, ImageBlock, ImageEnd, StreamError, Summary};
+use super::{
+    Event, ExtractError, GroundingSource, ImageBlock, ImageEnd, MAX_GROUNDING_BYTES, StreamError,
+    Summary,
+};
 use crate::memory::pool::BlockPool;
 
 /// Caps that keep one response's bookkeeping small.
@@ -53,6 +56,16 @@ enum Ctx {
     Error,
     ErrorDetails,
     ErrorDetail,
+    /// `candidates[].groundingMetadata` and what is read inside it.
+    Grounding,
+    WebQueries,
+    ImageQueries,
+    Chunks,
+    Chunk,
+    ChunkSource,
+    /// `usageMetadata.candidatesTokensDetails[]`.
+    TokenDetails,
+    TokenDetail,
     Ignore,
 }
 
@@ -85,6 +98,19 @@ enum Key {
     Message,
     Status,
     Details,
+    GroundingMetadata,
+    WebSearchQueries,
+    ImageSearchQueries,
+    GroundingChunks,
+    Web,
+    Image,
+    Uri,
+    ImageUri,
+    Title,
+    Domain,
+    CandidatesTokensDetails,
+    Modality,
+    TokenCount,
     Other,
 }
 
@@ -116,6 +142,19 @@ fn key_of(k: &[u8]) -> Key {
         b"message" => Key::Message,
         b"status" => Key::Status,
         b"details" => Key::Details,
+        b"groundingMetadata" | b"grounding_metadata" => Key::GroundingMetadata,
+        b"webSearchQueries" | b"web_search_queries" => Key::WebSearchQueries,
+        b"imageSearchQueries" | b"image_search_queries" => Key::ImageSearchQueries,
+        b"groundingChunks" | b"grounding_chunks" => Key::GroundingChunks,
+        b"web" => Key::Web,
+        b"image" => Key::Image,
+        b"uri" | b"sourceUri" | b"source_uri" => Key::Uri,
+        b"imageUri" | b"image_uri" => Key::ImageUri,
+        b"title" => Key::Title,
+        b"domain" => Key::Domain,
+        b"candidatesTokensDetails" | b"candidates_tokens_details" => Key::CandidatesTokensDetails,
+        b"modality" => Key::Modality,
+        b"tokenCount" | b"token_count" => Key::TokenCount,
         _ => Key::Other,
     }
 }
@@ -136,6 +175,14 @@ fn child_ctx(parent: Ctx, key: Key, array: bool) -> Ctx {
         (C::Response, Key::Error, false) => C::Error,
         (C::Error, Key::Details, true) => C::ErrorDetails,
         (C::ErrorDetails, Key::None, false) => C::ErrorDetail,
+        (C::Candidate, Key::GroundingMetadata, false) => C::Grounding,
+        (C::Grounding, Key::WebSearchQueries, true) => C::WebQueries,
+        (C::Grounding, Key::ImageSearchQueries, true) => C::ImageQueries,
+        (C::Grounding, Key::GroundingChunks, true) => C::Chunks,
+        (C::Chunks, Key::None, false) => C::Chunk,
+        (C::Chunk, Key::Web | Key::Image, false) => C::ChunkSource,
+        (C::Usage, Key::CandidatesTokensDetails, true) => C::TokenDetails,
+        (C::TokenDetails, Key::None, false) => C::TokenDetail,
         _ => C::Ignore,
     }
 }
@@ -188,6 +235,13 @@ enum Small {
     ResponseId,
     ErrorMessage,
     ErrorStatus,
+    WebQuery,
+    ImageQuery,
+    SourceUri,
+    SourceImageUri,
+    SourceTitle,
+    SourceDomain,
+    Modality,
 }
 
 #[derive(Default)]
@@ -223,6 +277,13 @@ pub struct Scanner {
     signature_overflow: bool,
     /// Totals of the image string that just closed, reported with its part.
     pending_end: Option<(u64, [u8; 32], Vec<u8>)>,
+    /// The grounding source being read, and the bytes kept so far.
+    source: Option<GroundingSource>,
+    grounding_bytes: usize,
+    /// The token detail being read (modality, count), and the IMAGE
+    /// tokens of the usageMetadata object being read.
+    detail: (Option<String>, Option<u64>),
+    usage_images: Option<u64>,
 }
 
 impl Scanner {
@@ -247,6 +308,10 @@ impl Scanner {
             text: Vec::new(),
             signature_overflow: false,
             pending_end: None,
+            source: None,
+            grounding_bytes: 0,
+            detail: (None, None),
+            usage_images: None,
         }
     }
 
@@ -390,8 +455,17 @@ impl Scanner {
                 }
                 let object = c == b'{';
                 let child = child_ctx(ctx, key, !object);
-                if child == Ctx::Part {
-                    self.part = Some(Part::default());
+                match child {
+                    Ctx::Part => self.part = Some(Part::default()),
+                    Ctx::ChunkSource => {
+                        self.source = Some(GroundingSource {
+                            kind: if key == Key::Image { "image" } else { "web" },
+                            ..GroundingSource::default()
+                        });
+                    }
+                    Ctx::Usage => self.usage_images = None,
+                    Ctx::TokenDetail => self.detail = (None, None),
+                    _ => {}
                 }
                 self.stack.push(Frame {
                     ctx: child,
@@ -459,6 +533,13 @@ impl Scanner {
             (Ctx::Response, Key::ResponseId) => Sink::Small(Small::ResponseId),
             (Ctx::Error, Key::Message) => Sink::Small(Small::ErrorMessage),
             (Ctx::Error, Key::Status) => Sink::Small(Small::ErrorStatus),
+            (Ctx::WebQueries, Key::None) => Sink::Small(Small::WebQuery),
+            (Ctx::ImageQueries, Key::None) => Sink::Small(Small::ImageQuery),
+            (Ctx::ChunkSource, Key::Uri) => Sink::Small(Small::SourceUri),
+            (Ctx::ChunkSource, Key::ImageUri) => Sink::Small(Small::SourceImageUri),
+            (Ctx::ChunkSource, Key::Title) => Sink::Small(Small::SourceTitle),
+            (Ctx::ChunkSource, Key::Domain) => Sink::Small(Small::SourceDomain),
+            (Ctx::TokenDetail, Key::Modality) => Sink::Small(Small::Modality),
             _ => Sink::Skip,
         })
     }
@@ -620,6 +701,38 @@ impl Scanner {
                     Small::ErrorStatus => {
                         s.error.get_or_insert_with(StreamError::default).status = v
                     }
+                    Small::WebQuery | Small::ImageQuery => {
+                        let g = &mut s.grounding;
+                        let list = if which == Small::WebQuery {
+                            &mut g.web_queries
+                        } else {
+                            &mut g.image_queries
+                        };
+                        // SSE may repeat the metadata in more than one event.
+                        if !list.contains(&v) {
+                            if self.grounding_bytes + v.len() > MAX_GROUNDING_BYTES {
+                                g.truncated = true;
+                            } else {
+                                self.grounding_bytes += v.len();
+                                list.push(v);
+                            }
+                        }
+                    }
+                    Small::SourceUri
+                    | Small::SourceImageUri
+                    | Small::SourceTitle
+                    | Small::SourceDomain => {
+                        if let Some(src) = self.source.as_mut() {
+                            let field = match which {
+                                Small::SourceUri => &mut src.uri,
+                                Small::SourceImageUri => &mut src.image_uri,
+                                Small::SourceTitle => &mut src.title,
+                                _ => &mut src.domain,
+                            };
+                            *field = Some(v);
+                        }
+                    }
+                    Small::Modality => self.detail.0 = Some(v),
                 }
             }
             Sink::Text | Sink::Skip => {}
@@ -656,6 +769,7 @@ impl Scanner {
                     _ => {}
                 }
             }
+            (Ctx::TokenDetail, Key::TokenCount) => self.detail.1 = number(),
             (Ctx::Error, Key::Code) => {
                 self.summary
                     .error
@@ -687,6 +801,22 @@ impl Scanner {
         if f.object != object {
             return Err(ExtractError::Syntax("mismatched brackets"));
         }
+        match f.ctx {
+            Ctx::ChunkSource => self.close_source(),
+            Ctx::TokenDetail => {
+                if let (Some(m), Some(n)) = std::mem::take(&mut self.detail)
+                    && m == "IMAGE"
+                {
+                    self.usage_images = Some(self.usage_images.unwrap_or(0) + n);
+                }
+            }
+            Ctx::Usage => {
+                if let Some(n) = self.usage_images.take() {
+                    self.summary.usage.image_token_count = Some(n);
+                }
+            }
+            _ => {}
+        }
         if f.ctx == Ctx::Part
             && let Some(p) = self.part.take()
             && let Some(image) = p.image
@@ -705,6 +835,36 @@ impl Scanner {
         self.state = State::After;
         self.after_value();
         Ok(())
+    }
+}
+
+impl Scanner {
+    /// A grounding source closed: keep it unless it is known already or
+    /// the grounding cap is reached.
+    fn close_source(&mut self) {
+        let Some(src) = self.source.take() else {
+            return;
+        };
+        let g = &mut self.summary.grounding;
+        if src.uri.is_none() && src.image_uri.is_none() {
+            return;
+        }
+        if g.sources
+            .iter()
+            .any(|s| s.uri == src.uri && s.image_uri == src.image_uri)
+        {
+            return;
+        }
+        let len: usize = [&src.uri, &src.image_uri, &src.title, &src.domain]
+            .iter()
+            .map(|f| f.as_ref().map_or(0, String::len))
+            .sum();
+        if self.grounding_bytes + len > MAX_GROUNDING_BYTES {
+            g.truncated = true;
+        } else {
+            self.grounding_bytes += len;
+            g.sources.push(src);
+        }
     }
 }
 

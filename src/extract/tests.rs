@@ -355,3 +355,60 @@ proptest! {
         prop_assert!(total <= img.len() + 3);
     }
 }
+
+#[test]
+fn grounding_and_image_tokens_are_kept_under_their_cap() {
+    let event = |extra: &str| {
+        format!(
+            "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"ok\"}}]}},\"groundingMetadata\":{{\"searchEntryPoint\":{{\"renderedContent\":\"<style>big</style>\"}},\"groundingChunks\":[{{\"web\":{{\"title\":\"Wiki \\\"A\\\"\",\"uri\":\"https://example.org/a\",\"domain\":\"example.org\"}}}},{{\"image\":{{\"sourceUri\":\"https://example.net/page\",\"imageUri\":\"https://example.net/i.jpg\",\"title\":\"I\"}}}}],\"webSearchQueries\":[\"who won\",\"score\"],\"imageSearchQueries\":[\"stadium\"]{extra}}},\"finishReason\":\"STOP\"}}],\"usageMetadata\":{{\"candidatesTokensDetails\":[{{\"tokenCount\":20,\"modality\":\"TEXT\"}},{{\"modality\":\"IMAGE\",\"tokenCount\":1120}}],\"candidatesTokenCount\":1140,\"promptTokenCount\":9}}}}\n\n"
+        )
+    };
+    // The same metadata twice (SSE may repeat it) is kept once.
+    let body = format!("{}{}", event(""), event(""));
+    for cut in [0, 7, 100, 333, body.len() - 3] {
+        let s = run(Framing::Sse, body.as_bytes(), &[cut], 64)
+            .summary
+            .expect("ok");
+        let g = &s.grounding;
+        assert_eq!(g.web_queries, ["who won", "score"]);
+        assert_eq!(g.image_queries, ["stadium"]);
+        assert_eq!(g.sources.len(), 2, "{g:?}");
+        assert_eq!(g.sources[0].kind, "web");
+        assert_eq!(g.sources[0].title.as_deref(), Some("Wiki \"A\""));
+        assert_eq!(g.sources[0].uri.as_deref(), Some("https://example.org/a"));
+        assert_eq!(g.sources[1].kind, "image");
+        assert_eq!(
+            g.sources[1].uri.as_deref(),
+            Some("https://example.net/page")
+        );
+        assert_eq!(
+            g.sources[1].image_uri.as_deref(),
+            Some("https://example.net/i.jpg")
+        );
+        assert!(!g.truncated);
+        assert_eq!(s.usage.image_token_count, Some(1120));
+        assert_eq!(s.usage.candidates_token_count, Some(1140));
+    }
+    // Thousands of distinct sources: kept up to the cap, and it says so.
+    let many: String = (0..2000)
+        .map(|i| format!(",{{\"web\":{{\"uri\":\"https://example.org/{i}\",\"title\":\"t{i}\"}}}}"))
+        .collect();
+    let body = event("").replace(
+        "\"groundingChunks\":[",
+        &format!("\"groundingChunks\":[{{\"web\":{{\"uri\":\"https://x.org\"}}}}{many},"),
+    );
+    let s = run(Framing::Sse, body.as_bytes(), &[], 64)
+        .summary
+        .expect("ok");
+    let kept: usize = s
+        .grounding
+        .sources
+        .iter()
+        .map(|x| x.uri.as_ref().map_or(0, String::len) + x.title.as_ref().map_or(0, String::len))
+        .sum();
+    assert!(s.grounding.truncated);
+    assert!(
+        kept <= MAX_GROUNDING_BYTES && kept > MAX_GROUNDING_BYTES / 2,
+        "{kept}"
+    );
+}

@@ -20,7 +20,7 @@ pub enum GeminiError {
     )]
     BadKey { message: String },
     #[error(
-        "model {model} is not available ({message}); set GEMINI_MODEL to an available image model such as gemini-2.5-flash-image"
+        "model {model} is not available ({message}); {}", successor_hint(.model)
     )]
     ModelNotFound { model: String, message: String },
     #[error("Gemini quota exhausted{}: {message}", if *.per_day { " (daily quota: it will not clear for hours)" } else { "" })]
@@ -50,6 +50,16 @@ pub enum GeminiError {
     Timeout(Duration),
     #[error("could not set up the HTTP client: {0}")]
     Setup(String),
+}
+
+fn successor_hint(model: &str) -> String {
+    match super::models::retired(model).or_else(|| super::models::deprecated(model)) {
+        Some(new) => format!("it was shut down; use {new} (GEMINI_MODEL, or the call's model)"),
+        None => format!(
+            "use an available image model such as {} (GEMINI_MODEL, or the call's model)",
+            super::models::DEFAULT_MODEL
+        ),
+    }
 }
 
 fn attempts_note(n: u32) -> String {
@@ -211,6 +221,19 @@ pub fn classify(code: u16, body: &[u8], model: &str) -> GeminiError {
             retry_after,
             attempts: 1,
         },
+        503 if reason("MODEL_CAPACITY_EXHAUSTED")
+            || message.contains("MODEL_CAPACITY_EXHAUSTED") =>
+        {
+            GeminiError::Unavailable {
+                code,
+                status: e.status,
+                message: format!(
+                    "{model} has no capacity free right now ({message}); this is on Google's side and usually clears within minutes: try again later, or pass another model"
+                ),
+                retry_after,
+                attempts: 1,
+            }
+        }
         408 | 500 | 502 | 503 | 504 => GeminiError::Unavailable {
             code,
             status: e.status,
@@ -267,6 +290,16 @@ mod tests {
         assert!(e.to_string().contains("gemini-2.5-flash-image-preview"));
         let e = classify(503, br#"{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}"#, "m");
         assert!(e.is_retryable());
+        let cap = br#"{"error":{"code":503,"message":"Model capacity exhausted.","status":"UNAVAILABLE","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"MODEL_CAPACITY_EXHAUSTED"}]}}"#;
+        let e = classify(503, cap, "gemini-3-pro-image");
+        assert!(e.is_retryable());
+        assert!(
+            e.to_string()
+                .contains("gemini-3-pro-image has no capacity free"),
+            "{e}"
+        );
+        let e = classify(404, b"{}", "gemini-3.1-flash-image-preview");
+        assert!(e.to_string().contains("use gemini-3.1-flash-image"), "{e}");
         let e = classify(502, b"<html>bad gateway</html>", "m");
         assert!(e.to_string().contains("bad gateway"));
         assert!(!classify(400, b"{}", "m").is_retryable());

@@ -9,6 +9,7 @@
 
 mod errors;
 pub mod models;
+pub mod pricing;
 pub mod request;
 
 use std::sync::{Arc, RwLock};
@@ -161,9 +162,8 @@ impl GeminiClient {
             .ok_or(GeminiError::NoKey)
     }
 
-    fn url(&self) -> (String, Framing) {
+    fn url(&self, model: &str) -> (String, Framing) {
         let base = self.cfg.base_url.trim_end_matches('/');
-        let model = &self.cfg.model;
         if self.cfg.streaming {
             (
                 format!("{base}/v1beta/models/{model}:streamGenerateContent?alt=sse"),
@@ -186,7 +186,7 @@ impl GeminiClient {
         observer: &dyn RetryObserver,
     ) -> Result<Response, GeminiError> {
         let key = self.current_key()?;
-        let (url, framing) = self.url();
+        let (url, framing) = self.url(&request.model);
         let body = request::Body::new(request);
         let mut attempt = 0;
         loop {
@@ -204,7 +204,7 @@ impl GeminiClient {
                         attempts: attempt,
                     });
                 }
-                Ok(Ok(resp)) => errors::from_response(resp, &self.cfg.model).await,
+                Ok(Ok(resp)) => errors::from_response(resp, &request.model).await,
             };
             let Some(delay) = self.retry_delay(&failure, attempt) else {
                 return Err(failure.after_attempts(attempt));

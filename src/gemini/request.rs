@@ -39,6 +39,8 @@ pub struct Turn {
 /// tool handler (or the command line) down to the wire.
 #[derive(Debug, Clone)]
 pub struct ImageRequest {
+    /// The model id, checked against the allow-list and the table.
+    pub model: String,
     pub prompt: String,
     pub options: ImageOptions,
     /// The previous turn (continue_editing on Gemini 3).
@@ -48,8 +50,9 @@ pub struct ImageRequest {
 }
 
 impl ImageRequest {
-    pub fn text(prompt: String, options: ImageOptions) -> Self {
+    pub fn text(model: String, prompt: String, options: ImageOptions) -> Self {
         Self {
+            model,
             prompt,
             options,
             history: None,
@@ -150,20 +153,44 @@ fn generation_config(opts: &ImageOptions) -> Value {
     if let Some(s) = &opts.image_size {
         image_config.insert("imageSize".into(), json!(s));
     }
+    if let Some(p) = &opts.person_generation {
+        image_config.insert("personGeneration".into(), json!(p));
+    }
     let mut cfg = json!({ "responseModalities": ["TEXT", "IMAGE"] });
     if !image_config.is_empty() {
         cfg["imageConfig"] = Value::Object(image_config);
     }
+    if let Some(level) = &opts.thinking_level {
+        cfg["thinkingConfig"] = json!({ "thinkingLevel": level });
+    }
     cfg
+}
+
+/// The request's fields after `contents`: `generationConfig`, and `tools`
+/// when grounding was asked for. Web search alone is the tool's default
+/// (`{"googleSearch": {}}`); image search is named in `searchTypes`.
+fn tail_fields(opts: &ImageOptions) -> String {
+    let mut out = format!(r#","generationConfig":{}"#, generation_config(opts));
+    if let Some(search) = opts.search {
+        let tool = if search.image {
+            let mut types = serde_json::Map::new();
+            if search.web {
+                types.insert("webSearch".into(), json!({}));
+            }
+            types.insert("imageSearch".into(), json!({}));
+            json!({ "googleSearch": { "searchTypes": types } })
+        } else {
+            json!({ "googleSearch": {} })
+        };
+        out.push_str(&format!(r#","tools":[{tool}]"#));
+    }
+    out
 }
 
 /// The whole body of a text-to-image request.
 fn text_request(prompt: &str, opts: &ImageOptions) -> Bytes {
-    let body = json!({
-        "contents": [{ "role": "user", "parts": [{ "text": prompt }] }],
-        "generationConfig": generation_config(opts),
-    });
-    Bytes::from(body.to_string())
+    let contents = json!([{ "role": "user", "parts": [{ "text": prompt }] }]);
+    Bytes::from(format!(r#"{{"contents":{contents}{}}}"#, tail_fields(opts)))
 }
 
 /// Pieces of a streamed request body.
@@ -214,9 +241,9 @@ fn stream_body(req: &ImageRequest) -> StreamBody {
         text.push(',');
     }
     text.push_str(&format!(
-        r#"{{"text":{}}}]}}],"generationConfig":{}}}"#,
+        r#"{{"text":{}}}]}}]{}}}"#,
         json_str(&req.prompt),
-        generation_config(&req.options)
+        tail_fields(&req.options)
     ));
     segs.push(Segment::Bytes(Bytes::from(text)));
     let total: u64 = segs
@@ -305,14 +332,38 @@ mod tests {
         let opts = ImageOptions {
             aspect_ratio: Some("16:9".into()),
             image_size: Some("2K".into()),
+            thinking_level: Some("HIGH".into()),
+            search: Some(super::super::models::Search {
+                web: true,
+                image: true,
+            }),
+            person_generation: Some("ALLOW_NONE".into()),
         };
         let v: Value = serde_json::from_slice(&text_request("a \"cat\"", &opts)).expect("json");
         assert_eq!(v["contents"][0]["parts"][0]["text"], "a \"cat\"");
-        assert_eq!(v["generationConfig"]["imageConfig"]["imageSize"], "2K");
-        assert_eq!(v["generationConfig"]["responseModalities"][1], "IMAGE");
+        let g = &v["generationConfig"];
+        assert_eq!(g["imageConfig"]["imageSize"], "2K");
+        assert_eq!(g["imageConfig"]["personGeneration"], "ALLOW_NONE");
+        assert_eq!(g["responseModalities"][1], "IMAGE");
+        assert_eq!(g["thinkingConfig"], json!({"thinkingLevel": "HIGH"}));
+        assert_eq!(
+            v["tools"],
+            json!([{"googleSearch": {"searchTypes": {"webSearch": {}, "imageSearch": {}}}}])
+        );
+        let web = ImageOptions {
+            search: Some(super::super::models::Search {
+                web: true,
+                image: false,
+            }),
+            ..ImageOptions::default()
+        };
+        let v: Value = serde_json::from_slice(&text_request("x", &web)).expect("json");
+        assert_eq!(v["tools"], json!([{"googleSearch": {}}]));
         let bare: Value =
             serde_json::from_slice(&text_request("x", &ImageOptions::default())).expect("json");
         assert!(bare["generationConfig"].get("imageConfig").is_none());
+        assert!(bare["generationConfig"].get("thinkingConfig").is_none());
+        assert!(bare.get("tools").is_none());
     }
 
     #[tokio::test]
@@ -328,8 +379,15 @@ mod tests {
             mime: "image/png",
         };
         let req = ImageRequest {
+            model: "m".into(),
             prompt: "make it pink".into(),
-            options: ImageOptions::default(),
+            options: ImageOptions {
+                search: Some(super::super::models::Search {
+                    web: true,
+                    image: false,
+                }),
+                ..ImageOptions::default()
+            },
             history: Some(Turn {
                 prompt: "first \"one\"".into(),
                 image: file.clone(),
@@ -363,6 +421,7 @@ mod tests {
             assert_eq!(v["contents"][1]["parts"][0]["thoughtSignature"], "c2ln");
             assert_eq!(v["contents"][1]["role"], "model");
             assert_eq!(v["contents"][2]["parts"][1]["text"], "make it pink");
+            assert_eq!(v["tools"][0]["googleSearch"], json!({}));
         }
     }
 }

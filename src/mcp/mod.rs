@@ -146,6 +146,36 @@ fn image_result(stored: &StoredImage) -> CallToolResult {
     r
 }
 
+/// The result of a call that asked for n > 1 images: the first image's
+/// fields on top (what a client reading one image expects), every image
+/// in `images`, the failures in `failed`, and one link per image.
+fn images_result(made: &[StoredImage], failed: &[(u32, PipelineError)]) -> CallToolResult {
+    let all: Vec<ImageResult> = made.iter().map(ImageResult::from).collect();
+    let mut top = all[0].clone();
+    top.images = Some(all.clone());
+    top.failed = (!failed.is_empty()).then(|| {
+        failed
+            .iter()
+            .map(|(i, e)| wire::FailedImage {
+                index: *i,
+                error: e.to_string(),
+            })
+            .collect()
+    });
+    let value = serde_json::to_value(&top).unwrap_or_default();
+    let mut content = vec![ContentBlock::text(value.to_string())];
+    for img in &all {
+        let mut link = Resource::new(img.url.clone(), img.blob_name.clone());
+        link.mime_type = Some(img.content_type.clone());
+        link.size = Some(img.bytes);
+        link.description = Some(format!("Image for prompt: {}", truncate(&img.prompt, 200)));
+        content.push(ContentBlock::resource_link(link));
+    }
+    let mut r = CallToolResult::success(content);
+    r.structured_content = Some(value);
+    r
+}
+
 fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
@@ -370,19 +400,24 @@ impl ImageServer {
         let job = async {
             let req = self.request(TOOL, args.prompt, &args.more.options)?;
             let refs = args.more.reference_images.unwrap_or_default();
-            let model = self.app.pipeline.model();
             match (args.image_path, args.image_id) {
                 (Some(path), None) => {
                     let mut specs = vec![path];
                     specs.extend(refs);
                     let images = self
-                        .inputs(TOOL, call, self.app.fetcher.prepare_all(&specs, model))
+                        .inputs(
+                            TOOL,
+                            call,
+                            self.app.fetcher.prepare_all(&specs, req.model()),
+                        )
                         .await?;
                     Ok(Job::edit(req, None, images))
                 }
                 (None, Some(id)) => {
                     let base = self.find(TOOL, call, &id).await?;
-                    let (base_file, more) = self.base_and_refs(TOOL, call, &base, &refs).await?;
+                    let (base_file, more) = self
+                        .base_and_refs(TOOL, call, req.model(), &base, &refs)
+                        .await?;
                     let mut images = vec![base_file];
                     images.extend(more);
                     Ok(Job::edit(req, None, images).with_parent(base.image_id))
@@ -438,10 +473,10 @@ impl ImageServer {
         &self,
         tool: &'static str,
         call: &CallCtx,
+        model: &str,
         base: &StoredImage,
         refs: &[String],
     ) -> Result<(inputs::Prepared, Vec<inputs::Prepared>), CallToolResult> {
-        let model = self.app.pipeline.model();
         let fetch = async {
             let first = self
                 .app
@@ -480,29 +515,75 @@ impl ImageServer {
 impl ImageServer {
     async fn run_job(&self, tool: &'static str, job: Job, call: &CallCtx) -> CallToolResult {
         let progress = McpProgress::new(&self.app, call);
-        let started = Instant::now();
         let job = job.with_overhead(call.overhead);
-        let outcome = self.app.pipeline.run(job, &progress, &call.ct).await;
+        // n images are n separate runs of the job, in parallel, each with
+        // its own reservations; the call waits for all of them.
+        let mut jobs: Vec<Job> = (1..job.count).map(|_| job.again()).collect();
+        jobs.insert(0, job);
+        let runs = jobs.into_iter().map(|job| async {
+            let started = Instant::now();
+            let outcome = self.app.pipeline.run(job, &progress, &call.ct).await;
+            self.count_outcome(tool, &outcome, started.elapsed());
+            outcome
+        });
+        let outcomes = futures::future::join_all(runs).await;
         progress.finish().await;
+        let n = outcomes.len();
+        let mut made = Vec::new();
+        let mut failed = Vec::new();
+        for (i, o) in outcomes.into_iter().enumerate() {
+            match o {
+                Ok(img) => made.push(img),
+                Err(e) => failed.push((i as u32 + 1, e)),
+            }
+        }
+        let Some(last) = made.last() else {
+            return match failed.as_slice() {
+                [(_, e)] => tool_error(e),
+                all => tool_error(format!(
+                    "none of the {n} images was made: {}",
+                    all.iter()
+                        .map(|(i, e)| format!("{i}: {e}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )),
+            };
+        };
+        // Stateless HTTP gives every request a new session: what is
+        // remembered there can never be read again.
+        if !(self.app.transport == Transport::Http && self.app.stateless) {
+            self.sessions.remember(self.session, last);
+        }
+        if n == 1 {
+            return image_result(&made[0]);
+        }
+        images_result(&made, &failed)
+    }
+
+    /// Metrics and the log line for one image run.
+    fn count_outcome(
+        &self,
+        tool: &'static str,
+        outcome: &Result<StoredImage, PipelineError>,
+        took: Duration,
+    ) {
         match outcome {
             Ok(img) => {
-                self.app
-                    .metrics
-                    .call(tool, "ok", started.elapsed(), img.bytes);
-                // Stateless HTTP gives every request a new session: what
-                // is remembered there can never be read again.
-                if !(self.app.transport == Transport::Http && self.app.stateless) {
-                    self.sessions.remember(self.session, &img);
+                self.app.metrics.call(tool, "ok", took, img.bytes);
+                if let Some(cost) = &img.cost {
+                    let label = self.app.pipeline.model_label(&img.model);
+                    self.app.metrics.cost(&label, cost);
                 }
-                image_result(&img)
             }
             Err(e) => {
-                self.app.metrics.call(tool, e.kind(), started.elapsed(), 0);
-                self.app.metrics.error(&e);
+                self.app.metrics.call(tool, e.kind(), took, 0);
+                self.app.metrics.error(e);
+                if matches!(e, PipelineError::SpendCap(_)) {
+                    self.app.metrics.spend_refused();
+                }
                 if !matches!(e, PipelineError::Cancelled) {
                     tracing::warn!(tool, kind = e.kind(), error = %e, "tool call failed");
                 }
-                tool_error(e)
             }
         }
     }
@@ -536,13 +617,12 @@ impl ImageServer {
         prompt: String,
         options: &OutputOptions,
     ) -> Result<Request, CallToolResult> {
+        let asked = options
+            .asked()
+            .map_err(|e| self.refused(tool, "invalid", tool_error(e)))?;
         self.app
             .pipeline
-            .request(
-                prompt,
-                options.aspect_ratio.as_deref(),
-                options.image_size.as_deref(),
-            )
+            .request(prompt, options.model.as_deref(), asked)
             .map_err(|e| self.refused(tool, e.kind(), tool_error(e)))
     }
 
@@ -615,7 +695,8 @@ impl ImageServer {
         };
         let req = self.request(TOOL, args.prompt, &args.more.options)?;
         let refs = args.more.reference_images.unwrap_or_default();
-        let (base, more) = self.base_and_refs(TOOL, call, &last, &refs).await?;
+        let model = req.model().to_string();
+        let (base, more) = self.base_and_refs(TOOL, call, &model, &last, &refs).await?;
         // Gemini 3 asks for its thought signature back with the history;
         // other models get the last image as a plain input.
         let job = match &last.thought_signature {
@@ -680,6 +761,9 @@ impl ImageServer {
         let status = ConfigurationStatus {
             configured,
             model: self.app.pipeline.model().to_string(),
+            allowed_models: self.app.pipeline.allowed_models(),
+            spend_today_usd: (self.app.pipeline.spend.spent_today() * 1e6).round() / 1e6,
+            daily_spend_cap_usd: self.app.pipeline.spend.cap(),
             gemini_endpoint: self.app.gemini_endpoint(),
             streaming: self.app.gemini_streaming(),
             storage: self.app.storage_description(),

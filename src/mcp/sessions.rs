@@ -100,6 +100,10 @@ impl Sessions {
         let mut image = img.clone();
         image.prompt = cut(&image.prompt, KEPT_PROMPT_BYTES);
         image.text = image.text.map(|t| cut(&t, KEPT_TEXT_BYTES));
+        // What the call reported (grounding, cost) was in its result; the
+        // entry keeps what a later edit needs, as the record does.
+        image.grounding = Default::default();
+        image.cost = None;
         let cost = cost(&image);
         let Ok(mut m) = self.inner.lock() else { return };
         let now = Instant::now();
@@ -173,6 +177,8 @@ mod tests {
             text: Some("t".repeat(10_000)),
             finish_reason: None,
             usage: Usage::default(),
+            grounding: Default::default(),
+            cost: None,
             prompt: prompt.into(),
             created_at: "now".into(),
             thought_signature: Some("s".repeat(signature)),

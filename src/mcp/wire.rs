@@ -13,12 +13,72 @@ use crate::store::StorageKind;
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputOptions {
-    /// Aspect ratio: 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9 or 21:9.
+    /// The Gemini image model for this call; without it, the server's
+    /// (get_configuration_status names it and the models calls may pick).
+    /// gemini-3.1-flash-image: 512 to 4K, 14 ratios, thinkingLevel, web and
+    /// image grounding; gemini-3-pro-image: 1K to 4K, always thinks, web
+    /// grounding, the most expensive; gemini-3.1-flash-lite-image: 1K only,
+    /// the cheapest.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Aspect ratio: 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9 or 21:9;
+    /// 1:4, 4:1, 1:8 and 8:1 on the Gemini 3.1 image models too.
     #[serde(default)]
     pub aspect_ratio: Option<String>,
-    /// Output size: 1K, 2K or 4K (2K and 4K need a Gemini 3 image model).
+    /// Output size: 512 (gemini-3.1-flash-image), 1K, 2K or 4K (Gemini 3
+    /// models but 3.1 Flash Lite).
     #[serde(default)]
     pub image_size: Option<String>,
+    /// How hard the model thinks first: minimal (default, faster) or high
+    /// (better composition and text; Gemini 3.1 image models only).
+    #[serde(default)]
+    pub thinking_level: Option<String>,
+    /// Ground the image on Google Search: web, image or both (image search:
+    /// gemini-3.1-flash-image). The result lists the queries and sources.
+    /// Each query is billed.
+    #[serde(default)]
+    pub grounding: Option<String>,
+    /// Whether people may appear: allow_all, allow_adult or allow_none.
+    #[serde(default)]
+    pub person_generation: Option<String>,
+    /// How many images to make, 1 to 4 (default 1): separate generations
+    /// of the same request, run in parallel and each stored with its own
+    /// imageId; not variations of one image. Each is billed.
+    #[serde(default)]
+    pub n: Option<u32>,
+    /// Not offered: the Gemini API rejects it (Vertex AI only).
+    #[serde(default)]
+    #[schemars(skip)]
+    pub output_mime_type: Option<serde_json::Value>,
+    /// Not offered: the Gemini API rejects it (Vertex AI only).
+    #[serde(default)]
+    #[schemars(skip)]
+    pub compression_quality: Option<serde_json::Value>,
+}
+
+impl OutputOptions {
+    /// The options as the model table checks them, or why one is refused
+    /// whatever the model.
+    pub fn asked(&self) -> Result<crate::gemini::models::AskedOptions<'_>, String> {
+        for (name, v) in [
+            ("outputMimeType", &self.output_mime_type),
+            ("compressionQuality", &self.compression_quality),
+        ] {
+            if v.is_some() {
+                return Err(format!(
+                    "{name} is not supported: the Gemini API rejects it (only Vertex AI takes it). Images come back as the model makes them (PNG or JPEG) and are stored byte for byte"
+                ));
+            }
+        }
+        Ok(crate::gemini::models::AskedOptions {
+            aspect_ratio: self.aspect_ratio.as_deref(),
+            image_size: self.image_size.as_deref(),
+            thinking_level: self.thinking_level.as_deref(),
+            grounding: self.grounding.as_deref(),
+            person_generation: self.person_generation.as_deref(),
+            count: self.n,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -107,6 +167,53 @@ pub struct Usage {
     pub candidates_token_count: Option<u64>,
     pub total_token_count: Option<u64>,
     pub thoughts_token_count: Option<u64>,
+    /// Of the candidates' tokens, those billed as image output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_token_count: Option<u64>,
+}
+
+/// What the call cost, estimated from Gemini's usage report and the
+/// server's price table (list prices unless the operator set others).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostEstimate {
+    /// US dollars; absent when the server has no price for the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_usd: Option<f64>,
+    pub input_tokens: u64,
+    pub image_output_tokens: u64,
+    /// Output text and thinking.
+    pub text_output_tokens: u64,
+    pub search_queries: u64,
+    /// The date of the built-in list prices.
+    pub prices_as_of: String,
+}
+
+/// One source Google Search grounding used.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroundingSourceResult {
+    /// `web` (a page) or `image` (an image and the page it is on).
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+/// Where a grounded image's facts came from, as Gemini reported it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroundingResult {
+    pub web_search_queries: Vec<String>,
+    pub image_search_queries: Vec<String>,
+    pub sources: Vec<GroundingSourceResult>,
+    /// More was reported than the server keeps (16 KiB of text).
+    pub truncated: bool,
 }
 
 /// What the caller learns about a stored image (every image tool's
@@ -150,8 +257,29 @@ pub struct ImageResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
     pub usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostEstimate>,
+    /// Present when the call was grounded and Gemini said on what.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<GroundingResult>,
     pub prompt: String,
     pub created_at: String,
+    /// With n > 1: every image the call made (this one first), each with
+    /// its own imageId and URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<ImageResult>>,
+    /// With n > 1: the images that could not be made, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Vec<FailedImage>>,
+}
+
+/// One of a call's n images that was not made.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedImage {
+    /// 1-based, in the order the requests were made.
+    pub index: u32,
+    pub error: String,
 }
 
 impl From<&StoredImage> for ImageResult {
@@ -182,9 +310,39 @@ impl From<&StoredImage> for ImageResult {
                 candidates_token_count: u.candidates_token_count,
                 total_token_count: u.total_token_count,
                 thoughts_token_count: u.thoughts_token_count,
+                image_token_count: u.image_token_count,
             },
+            cost: img.cost.map(|c| CostEstimate {
+                estimated_usd: c.usd.map(|d| (d * 1e6).round() / 1e6),
+                input_tokens: c.input_tokens,
+                image_output_tokens: c.image_tokens,
+                text_output_tokens: c.text_tokens,
+                search_queries: c.search_queries,
+                prices_as_of: crate::gemini::pricing::PRICES_AS_OF.into(),
+            }),
+            grounding: (!img.grounding.is_empty()).then(|| {
+                let g = &img.grounding;
+                GroundingResult {
+                    web_search_queries: g.web_queries.clone(),
+                    image_search_queries: g.image_queries.clone(),
+                    sources: g
+                        .sources
+                        .iter()
+                        .map(|s| GroundingSourceResult {
+                            kind: s.kind.into(),
+                            title: s.title.clone(),
+                            uri: s.uri.clone(),
+                            image_uri: s.image_uri.clone(),
+                            domain: s.domain.clone(),
+                        })
+                        .collect(),
+                    truncated: g.truncated,
+                }
+            }),
             prompt: img.prompt.clone(),
             created_at: img.created_at.clone(),
+            images: None,
+            failed: None,
         }
     }
 }
@@ -272,6 +430,11 @@ impl MemoryStatus {
 pub struct ConfigurationStatus {
     pub configured: bool,
     pub model: String,
+    /// Models a call may name (`*`: any).
+    pub allowed_models: Vec<String>,
+    /// Estimated spend today (UTC) on this server, and its cap.
+    pub spend_today_usd: f64,
+    pub daily_spend_cap_usd: Option<f64>,
     pub gemini_endpoint: String,
     pub streaming: bool,
     pub storage: String,

@@ -13,6 +13,7 @@
 mod images;
 mod naive;
 pub mod outcome;
+pub mod spend;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::extract::{ExtractError, Extractor, Limits, Summary};
+use crate::gemini::models::AskedOptions;
+use crate::gemini::pricing::PriceTable;
 use crate::gemini::{self, GeminiClient, ImageOptions, ImageRequest, Turn};
 use crate::inputs::Prepared;
 use crate::memory::Budget;
@@ -42,14 +45,41 @@ impl gemini::RetryObserver for RetryToProgress<'_> {
 /// makes one, so nothing reaches Gemini unchecked.
 #[derive(Debug, Clone)]
 pub struct Request {
+    model: String,
     prompt: String,
     options: ImageOptions,
+    count: u32,
 }
 
 impl Request {
     pub fn prompt(&self) -> &str {
         &self.prompt
     }
+
+    /// The model this call runs on (the server's, or the one it named).
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+/// Which models a call may name (`--allowed-models`); the server's own
+/// model is always allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedModels {
+    Any,
+    Only(Vec<String>),
+}
+
+/// The longest model id a call may name, and its characters: the id goes
+/// into the request's URL path, so nothing that could end or bend it.
+const MAX_MODEL_ID: usize = 128;
+
+fn model_id_ok(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= MAX_MODEL_ID
+        && m.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 /// The previous turn of a conversation, for continue_editing on Gemini 3.
@@ -69,26 +99,31 @@ pub struct Job {
     extra_reservation: u64,
     /// The image id this edit started from, for the new image's record.
     parent: Option<String>,
-    /// Input files the body streams from; kept until the call ends.
-    _inputs: Vec<Prepared>,
+    /// Images to make: separate requests, one reservation each.
+    pub count: u32,
+    /// Input files the body streams from; kept until every run of the
+    /// job has ended.
+    _inputs: Arc<Vec<Prepared>>,
 }
 
 impl Job {
     /// A text-to-image request.
     pub fn generate(req: Request) -> Self {
         Self {
-            request: ImageRequest::text(req.prompt, req.options),
+            request: ImageRequest::text(req.model, req.prompt, req.options),
             prefix: "generated",
             extra_reservation: 0,
             parent: None,
-            _inputs: Vec::new(),
+            count: req.count,
+            _inputs: Arc::new(Vec::new()),
         }
     }
 
     /// An edit of prepared inputs (the first is the image to edit), after
     /// an earlier turn when there is one.
     pub fn edit(req: Request, history: Option<History>, images: Vec<Prepared>) -> Self {
-        let mut request = ImageRequest::text(req.prompt, req.options);
+        let count = req.count;
+        let mut request = ImageRequest::text(req.model, req.prompt, req.options);
         request.images = images.iter().map(Prepared::inline).collect();
         let mut keep = images;
         if let Some(h) = history {
@@ -105,7 +140,21 @@ impl Job {
             // Read buffer, one base64 chunk and HTTP write buffers.
             extra_reservation: 1 << 20,
             parent: None,
-            _inputs: keep,
+            count,
+            _inputs: Arc::new(keep),
+        }
+    }
+
+    /// The same request once more (another of a call's `count` images):
+    /// a separate generation, sharing the input files.
+    pub fn again(&self) -> Self {
+        Self {
+            request: self.request.clone(),
+            prefix: self.prefix,
+            extra_reservation: self.extra_reservation,
+            parent: self.parent.clone(),
+            count: 1,
+            _inputs: Arc::clone(&self._inputs),
         }
     }
 
@@ -162,6 +211,7 @@ impl PipelineConfig {
         block * (self.blocks_in_flight as u64 + 2)
             + self.limits.max_text_bytes as u64
             + self.limits.max_signature_bytes as u64
+            + crate::extract::MAX_GROUNDING_BYTES as u64
             + (1 << 20)
     }
 }
@@ -179,24 +229,89 @@ pub struct Pipeline {
     pub cfg: PipelineConfig,
     /// Block buffers shared by all requests.
     pub pool: BlockPool,
+    pub allowed_models: AllowedModels,
+    pub prices: PriceTable,
+    pub spend: spend::SpendCap,
 }
 
 impl Pipeline {
-    /// The model every call uses.
+    /// The model a call uses unless it names another.
     pub fn model(&self) -> &str {
         &self.gemini.config().model
     }
 
-    /// Check a prompt and its options for the model, once, before any
-    /// input is fetched or memory reserved.
+    /// The models a call may name, for messages and the status tool.
+    pub fn allowed_models(&self) -> Vec<String> {
+        match &self.allowed_models {
+            AllowedModels::Any => vec!["*".into()],
+            AllowedModels::Only(list) => {
+                let mut all = vec![self.model().to_string()];
+                all.extend(list.iter().filter(|m| *m != self.model()).cloned());
+                all
+            }
+        }
+    }
+
+    /// A bounded metrics label for a model: the table's id for a model it
+    /// knows, the server's own model, or "other".
+    pub fn model_label(&self, model: &str) -> String {
+        let info = gemini::models::info(model);
+        if info.family != gemini::models::Family::Unknown {
+            info.id.to_string()
+        } else if model == self.model() {
+            model.to_string()
+        } else {
+            "other".into()
+        }
+    }
+
+    /// The model a call named, if it may: not retired, on the allow-list.
+    fn pick_model(&self, asked: Option<&str>) -> Result<String, PipelineError> {
+        let Some(m) = asked.map(str::trim).filter(|m| !m.is_empty()) else {
+            return Ok(self.model().to_string());
+        };
+        if m == self.model() {
+            return Ok(m.to_string());
+        }
+        if !model_id_ok(m) {
+            return Err(PipelineError::Invalid(format!(
+                "model {:?} is not a model id (letters, digits, '.', '-' and '_', at most {MAX_MODEL_ID})",
+                outcome::cut(m, 64)
+            )));
+        }
+        if let Some(new) = gemini::models::retired(m) {
+            return Err(PipelineError::Unsupported(format!(
+                "model {m} was shut down; use {new}"
+            )));
+        }
+        match &self.allowed_models {
+            AllowedModels::Any => Ok(m.to_string()),
+            AllowedModels::Only(list) if list.iter().any(|a| a == m) => Ok(m.to_string()),
+            AllowedModels::Only(_) => Err(PipelineError::Unsupported(format!(
+                "model {m} is not allowed on this server; it allows {} (the operator sets NANO_BANANA_ALLOWED_MODELS)",
+                self.allowed_models().join(", ")
+            ))),
+        }
+    }
+
+    /// Check a prompt, the model and its options, once, before any input
+    /// is fetched or memory reserved.
     pub fn request(
         &self,
         prompt: String,
-        aspect_ratio: Option<&str>,
-        image_size: Option<&str>,
+        model: Option<&str>,
+        asked: AskedOptions<'_>,
     ) -> Result<Request, PipelineError> {
-        let options = gemini::models::validate(self.model(), aspect_ratio, image_size)
-            .map_err(PipelineError::Unsupported)?;
+        let count = asked.count.unwrap_or(1);
+        if !(1..=gemini::models::MAX_IMAGES_PER_CALL).contains(&count) {
+            return Err(PipelineError::Invalid(format!(
+                "n is {count}; ask for 1 to {} images",
+                gemini::models::MAX_IMAGES_PER_CALL
+            )));
+        }
+        let model = self.pick_model(model)?;
+        let options =
+            gemini::models::validate(&model, asked).map_err(PipelineError::Unsupported)?;
         if prompt.trim().is_empty() {
             return Err(PipelineError::Invalid("prompt is empty".into()));
         }
@@ -207,7 +322,12 @@ impl Pipeline {
                 self.cfg.max_prompt_bytes
             )));
         }
-        Ok(Request { prompt, options })
+        Ok(Request {
+            model,
+            prompt,
+            options,
+            count,
+        })
     }
 
     /// Run one job to a stored image or an error; on any error nothing is
@@ -219,7 +339,18 @@ impl Pipeline {
         cancel: &CancellationToken,
     ) -> Result<StoredImage, PipelineError> {
         let parent = job.parent.clone();
+        let model = job.request.model.clone();
+        // The spend cap is checked first: a refusal costs nothing.
+        let hold = self
+            .spend
+            .hold(self.prices.upper_bound(&model))
+            .map_err(PipelineError::SpendCap)?;
         let mut img = self.store_image(job, progress, cancel).await?;
+        let cost = self
+            .prices
+            .estimate(&model, &img.usage, img.grounding.queries());
+        hold.settle(cost.usd.unwrap_or(0.0));
+        img.cost = Some(cost);
         img.parent = parent;
         self.record(&mut img).await;
         Ok(img)
@@ -342,10 +473,12 @@ impl Pipeline {
             model: summary
                 .model_version
                 .clone()
-                .unwrap_or_else(|| self.model().to_string()),
+                .unwrap_or_else(|| job.request.model.clone()),
             text: Some(summary.text.clone()).filter(|t| !t.trim().is_empty()),
             finish_reason: summary.finish_reason.clone(),
             usage: summary.usage.clone(),
+            grounding: summary.grounding.clone(),
+            cost: None,
             prompt: job.request.prompt,
             created_at: now_rfc3339(),
             thought_signature: meta.thought_signature,

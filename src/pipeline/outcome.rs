@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::extract::sniff::ImageFormat;
-use crate::extract::{ExtractError, Usage};
+use crate::extract::{ExtractError, Grounding, Usage};
 use crate::gemini::GeminiError;
+use crate::gemini::pricing::Cost;
 use crate::memory::Busy;
 use crate::store::records::{ImageId, ImageRecord, RECORD_VERSION};
 use crate::store::{StorageKind, StoreError, Stored};
@@ -33,6 +34,11 @@ pub struct StoredImage {
     pub text: Option<String>,
     pub finish_reason: Option<String>,
     pub usage: Usage,
+    /// What grounded the image (queries run, sources), when it was.
+    pub grounding: Grounding,
+    /// The call's estimated cost, when it ran now (not for an image found
+    /// by its record).
+    pub cost: Option<Cost>,
     pub prompt: String,
     /// RFC 3339, seconds.
     pub created_at: String,
@@ -85,6 +91,8 @@ impl StoredImage {
             text: rec.text,
             finish_reason: None,
             usage: Usage::default(),
+            grounding: Grounding::default(),
+            cost: None,
             prompt: rec.prompt,
             created_at: rec.created_at,
             thought_signature: rec.thought_signature,
@@ -132,6 +140,8 @@ pub enum PipelineError {
     ReadTimeout(Duration),
     #[error("the request was cancelled; nothing was stored")]
     Cancelled,
+    #[error("{0}")]
+    SpendCap(String),
 }
 
 impl PipelineError {
@@ -147,6 +157,7 @@ impl PipelineError {
             PipelineError::Store(e) => e.kind(),
             PipelineError::ReadTimeout(_) => "read_timeout",
             PipelineError::Cancelled => "cancelled",
+            PipelineError::SpendCap(_) => "spend_cap",
         }
     }
 

@@ -45,6 +45,7 @@ pub(super) async fn generate(
         prompt: String::new(),
         text: String::new(),
         generation_config: None,
+        tools: None,
         inputs: Vec::new(),
         thought_signatures: Vec::new(),
     };
@@ -146,6 +147,12 @@ pub(super) async fn handle(
     rec.prompt = parsed.prompt;
     rec.text = parsed.text;
     rec.generation_config = parsed.generation_config;
+    rec.tools = parsed.tools;
+    if let Some(m) = fake_model(&rec.model)
+        && let Err(msg) = m.check(rec.generation_config.as_ref(), rec.tools.as_ref())
+    {
+        return error_reply(400, &msg, Vec::new());
+    }
     rec.inputs = parsed.inputs;
     rec.thought_signatures = parsed.thought_signatures;
 
@@ -216,7 +223,7 @@ pub(super) async fn get_model(
 }
 
 pub(super) fn model_served(model: &str) -> bool {
-    matches!(model, "gemini-2.5-flash-image" | "gemini-3-pro-image") || model.starts_with("fake-")
+    fake_model(model).is_some()
 }
 
 /// Gemini 3 behaviour: thought signatures on every result image and a final
@@ -229,6 +236,7 @@ pub(super) struct Parsed {
     pub(super) prompt: String,
     pub(super) text: String,
     pub(super) generation_config: Option<Value>,
+    pub(super) tools: Option<Value>,
     pub(super) inputs: Vec<RecordedInput>,
     pub(super) thought_signatures: Vec<String>,
     /// The first image of the last user turn: what `fake:picture` edits.
@@ -310,6 +318,7 @@ pub(super) fn parse_request(body: &[u8]) -> Result<Parsed, String> {
         prompt: prompt.join("\n"),
         text: text.join("\n"),
         generation_config: field(&v, "generationConfig", "generation_config").cloned(),
+        tools: v.get("tools").cloned(),
         inputs,
         thought_signatures,
         edit_input,

@@ -46,6 +46,7 @@ mod body;
 mod directives;
 mod handle;
 mod json;
+mod models;
 mod respond;
 #[cfg(test)]
 mod tests;
@@ -54,6 +55,7 @@ use body::*;
 use directives::*;
 use handle::*;
 use json::*;
+use models::*;
 use respond::*;
 
 /// Requests carry edit inputs as base64 (the real limit is 100 MB of it).
@@ -114,6 +116,8 @@ pub struct RecordedRequest {
     /// Text parts of every turn joined by `\n`.
     pub text: String,
     pub generation_config: Option<Value>,
+    /// The request's `tools` (grounding), as sent.
+    pub tools: Option<Value>,
     pub inputs: Vec<RecordedInput>,
     /// `thoughtSignature`s sent back with the history, in request order.
     pub thought_signatures: Vec<String>,

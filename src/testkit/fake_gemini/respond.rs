@@ -30,6 +30,10 @@ pub(super) struct Ctx<'a> {
     pub(super) prompt_tokens: i64,
     pub(super) candidate_tokens: i64,
     pub(super) thoughts_tokens: i64,
+    /// Image tokens of one output (by model and size).
+    pub(super) image_tokens: i64,
+    /// `groundingMetadata`, for a grounded request.
+    pub(super) grounding: Option<J>,
 }
 
 pub(super) async fn respond(
@@ -124,11 +128,16 @@ pub(super) async fn respond(
 
     let image_count = content.imgs.iter().filter(|i| !i.thought).count() as i64;
     let thought_count = content.imgs.iter().filter(|i| i.thought).count() as i64;
+    let image_tokens = fake_model(&rec.model).map_or(IMAGE_TOKENS, |m| {
+        m.image_tokens(rec.generation_config.as_ref())
+    });
     let ctx = Ctx {
         model: &rec.model,
         response_id: response_id(&rec.prompt, rec.id),
         prompt_tokens: (rec.text.len() / 4) as i64 + 258 * rec.inputs.len() as i64 + 1,
-        candidate_tokens: IMAGE_TOKENS * image_count + 20,
+        candidate_tokens: image_tokens * image_count + 20,
+        image_tokens,
+        grounding: grounding_metadata(&rec.prompt, rec.tools.as_ref()),
         thoughts_tokens: if gemini3 {
             200 + IMAGE_TOKENS * thought_count
         } else {
@@ -337,7 +346,7 @@ impl Plan<'_> {
                 "candidatesTokensDetails",
                 J::Arr(vec![J::obj([
                     ("modality", J::str("IMAGE")),
-                    ("tokenCount", J::Num(IMAGE_TOKENS * self.image_count)),
+                    ("tokenCount", J::Num(c.image_tokens * self.image_count)),
                 ])]),
             ));
         }
@@ -370,6 +379,9 @@ impl Plan<'_> {
             f.push(("finishReason", J::str(reason)));
             if let Some(m) = message {
                 f.push(("finishMessage", J::str(m)));
+            }
+            if let Some(g) = &self.ctx.grounding {
+                f.push(("groundingMetadata", g.clone()));
             }
         }
         f.push(("index", J::Num(0)));

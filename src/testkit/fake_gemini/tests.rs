@@ -811,3 +811,136 @@ fn directive_parsing() {
     let d = Directives::parse("no directives here").expect("parses");
     assert_eq!(d.size, DEFAULT_IMAGE_BYTES);
 }
+
+#[tokio::test]
+async fn each_model_takes_what_the_api_takes_and_refuses_the_rest() {
+    let fake = start().await;
+    let body = |cfg: Value, tools: Option<Value>| {
+        let mut b = json!({
+            "contents": [{"role": "user", "parts": [{"text": "the 2026 final fake:size=300"}]}],
+            "generationConfig": cfg,
+        });
+        if let Some(t) = tools {
+            b["tools"] = t;
+        }
+        b.to_string()
+    };
+    let status = |model: &'static str, cfg: Value, tools: Option<Value>| {
+        let b = body(cfg, tools);
+        let fake = &fake;
+        async move {
+            let r = call(fake, model, "generateContent", b).await;
+            let code = r.status().as_u16();
+            let v: Value = serde_json::from_slice(&r.bytes().await.expect("b")).expect("j");
+            (code, v)
+        }
+    };
+    let ok = [
+        (
+            "gemini-3.1-flash-image",
+            json!({"imageConfig": {"aspectRatio": "4:1", "imageSize": "512"}}),
+        ),
+        (
+            "gemini-3.1-flash-image",
+            json!({"thinkingConfig": {"thinkingLevel": "HIGH"}}),
+        ),
+        (
+            "gemini-3-pro-image",
+            json!({"imageConfig": {"imageSize": "4K", "personGeneration": "ALLOW_ADULT"}}),
+        ),
+        (
+            "gemini-3.1-flash-lite-image",
+            json!({"imageConfig": {"imageSize": "1K"}}),
+        ),
+        (
+            "gemini-2.5-flash-image",
+            json!({"imageConfig": {"aspectRatio": "21:9"}}),
+        ),
+    ];
+    for (model, cfg) in ok {
+        assert_eq!(
+            status(model, cfg.clone(), None).await.0,
+            200,
+            "{model} {cfg}"
+        );
+    }
+    let refused = [
+        (
+            "gemini-3-pro-image",
+            json!({"imageConfig": {"imageSize": "512"}}),
+        ),
+        (
+            "gemini-3-pro-image",
+            json!({"imageConfig": {"aspectRatio": "8:1"}}),
+        ),
+        (
+            "gemini-3-pro-image",
+            json!({"thinkingConfig": {"thinkingLevel": "HIGH"}}),
+        ),
+        (
+            "gemini-2.5-flash-image",
+            json!({"imageConfig": {"imageSize": "1K"}}),
+        ),
+        (
+            "gemini-3.1-flash-lite-image",
+            json!({"imageConfig": {"imageSize": "2K"}}),
+        ),
+        (
+            "gemini-3.1-flash-image",
+            json!({"imageConfig": {"outputMimeType": "image/jpeg"}}),
+        ),
+        (
+            "gemini-3.1-flash-image",
+            json!({"thinkingConfig": {"thinkingLevel": "LOUD"}}),
+        ),
+    ];
+    for (model, cfg) in refused {
+        let (code, v) = status(model, cfg.clone(), None).await;
+        assert_eq!(code, 400, "{model} {cfg}");
+        assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
+    }
+    let web = json!([{"googleSearch": {}}]);
+    let image = json!([{"googleSearch": {"searchTypes": {"imageSearch": {}}}}]);
+    assert_eq!(
+        status("gemini-2.5-flash-image", json!({}), Some(web.clone()))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        status("gemini-3-pro-image", json!({}), Some(image.clone()))
+            .await
+            .0,
+        400
+    );
+    let (code, v) = status("gemini-3-pro-image", json!({}), Some(web)).await;
+    assert_eq!(code, 200);
+    let g = &v["candidates"][0]["groundingMetadata"];
+    assert_eq!(g["webSearchQueries"], json!(["the 2026 final"]));
+    assert_eq!(
+        g["groundingChunks"][0]["web"]["uri"],
+        "https://example.org/fake-source/1"
+    );
+    assert!(g.get("imageSearchQueries").is_none());
+    let (code, v) = status(
+        "gemini-3.1-flash-image",
+        json!({"imageConfig": {"imageSize": "4K"}}),
+        Some(image),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let g = &v["candidates"][0]["groundingMetadata"];
+    assert_eq!(
+        g["groundingChunks"][0]["image"]["imageUri"],
+        "https://example.net/fake-image.jpg"
+    );
+    assert_eq!(g["imageSearchQueries"], json!(["the 2026 final photo"]));
+    // 4K on 3.1 Flash bills 2,520 image tokens.
+    assert_eq!(
+        v["usageMetadata"]["candidatesTokensDetails"][0]["tokenCount"],
+        2520
+    );
+    let rec = fake.state.requests();
+    assert!(rec.last().and_then(|r| r.tools.as_ref()).is_some());
+    fake.stop().await;
+}
