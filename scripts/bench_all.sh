@@ -9,6 +9,7 @@ python3 scripts/bench_e2e.py
 python3 scripts/bench_e2e.py --drip-ms 3 --concurrency 1
 python3 scripts/peak_rss.py --size-mib 30 --storage azure
 python3 scripts/peak_rss.py --size-mib 30 --edit
+python3 scripts/bench_preview.py
 for s in 1 8 30; do for c in 1 4 16; do
   python3 scripts/memload.py --limit-mib 64 --size-mib "$s" --concurrency "$c" --sequential 0
 done; done

@@ -442,6 +442,13 @@ pub struct Config {
     #[arg(long, env = "NANO_BANANA_NAIVE_REFERENCE", default_value_t = false, action = clap::ArgAction::Set, hide = true)]
     pub naive_reference: bool,
 
+    /// Return a small JPEG preview (at most 256 px, 48 KiB) of each image
+    /// beside its link, made while the image streams. Off by default: it
+    /// costs the model context on every call, and 4 MiB more memory per
+    /// streaming image.
+    #[arg(long, env = "NANO_BANANA_PREVIEW", default_value_t = false, action = clap::ArgAction::Set)]
+    pub preview: bool,
+
     // --- Edit inputs ---
     /// Directories local input paths must be under (comma-separated in the
     /// env var). Over HTTP none by default; over stdio the working
@@ -597,6 +604,7 @@ impl Config {
             blocks_in_flight: self.blocks_in_flight,
             max_prompt_bytes: self.max_prompt_bytes as usize,
             naive: self.naive_reference,
+            preview: self.preview,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod mcp;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;
+pub mod preview;
 pub mod secret;
 pub mod store;
 pub mod testkit;

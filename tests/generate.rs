@@ -634,3 +634,50 @@ async fn n_images_are_separate_generations_each_stored_and_failures_explained() 
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preview_is_a_small_jpeg_beside_the_untouched_original() {
+    use base64::Engine as _;
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(ServerOpts {
+        fake: &fake,
+        out_dir: Some(dir.path()),
+        azure: None,
+        env: vec![("NANO_BANANA_PREVIEW".into(), "true".into())],
+    })
+    .await;
+    for format in ["png", "jpeg"] {
+        let r = s
+            .call(
+                "generate_image",
+                prompt(&format!("fake:format={format} fake:size=3MiB")),
+            )
+            .await;
+        assert!(!is_error(&r), "{}", text_of(&r));
+        let images: Vec<_> = r.content.iter().filter_map(|c| c.as_image()).collect();
+        assert_eq!(images.len(), 1, "{format}");
+        assert_eq!(images[0].mime_type, "image/jpeg");
+        let jpeg = base64::engine::general_purpose::STANDARD
+            .decode(&images[0].data)
+            .expect("base64");
+        assert!(jpeg.len() <= 48 << 10 && jpeg.starts_with(&[0xFF, 0xD8]));
+        let v = structured(&r);
+        let stored = std::fs::read(v["path"].as_str().expect("path")).expect("file");
+        assert_eq!(
+            sha256_hex(&stored),
+            fake.state.sent().last().expect("sent").sha256,
+            "{format}: the original is stored byte for byte"
+        );
+    }
+    // WebP has no cheap streaming decoder: no preview, the image is fine.
+    let r = s
+        .call(
+            "generate_image",
+            prompt("fake:format=webp fake:size=300000"),
+        )
+        .await;
+    assert!(!is_error(&r), "{}", text_of(&r));
+    assert!(r.content.iter().all(|c| c.as_image().is_none()));
+    s.stop().await;
+}

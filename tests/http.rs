@@ -221,6 +221,24 @@ async fn http_mode_end_to_end() {
     );
     assert!(text.contains("nano_banana_memory_budget_bytes"));
     assert!(text.contains("nano_banana_image_bytes_total"));
+    // Two 1K images on the default model: 1,120 image tokens each, and
+    // their estimated cost by model.
+    assert!(
+        text.contains(
+            r#"nano_banana_gemini_tokens_total{model="gemini-3.1-flash-image",kind="image"} 2240"#
+        ),
+        "{text}"
+    );
+    let spend: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                r#"nano_banana_estimated_spend_usd_total{model="gemini-3.1-flash-image"} "#,
+            )
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .expect("spend by model");
+    assert!(spend > 2.0 * 0.0672 && spend < 2.0 * 0.07, "{spend}");
     drop(c);
 
     // SIGTERM while a slow call runs: readiness flips, the call finishes, exit 0.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["secret", "memory", "capped"],
     &["extract"],
-    &["gemini", "store"],
+    &["gemini", "store", "preview"],
     &["inputs"],
     &["pipeline"],
     &["metrics"],

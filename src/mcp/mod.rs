@@ -138,12 +138,24 @@ fn image_result(stored: &StoredImage) -> CallToolResult {
     link.mime_type = Some(img.content_type.clone());
     link.size = Some(img.bytes);
     link.description = Some(format!("Image for prompt: {}", truncate(&img.prompt, 200)));
-    let mut r = CallToolResult::success(vec![
+    let mut content = vec![
         ContentBlock::text(value.to_string()),
         ContentBlock::resource_link(link),
-    ]);
+    ];
+    content.extend(preview_block(stored));
+    let mut r = CallToolResult::success(content);
     r.structured_content = Some(value);
     r
+}
+
+/// The image's preview as an image content block (`--preview`).
+fn preview_block(img: &StoredImage) -> Option<ContentBlock> {
+    use base64::Engine as _;
+    let p = img.preview.as_ref()?;
+    Some(ContentBlock::image(
+        base64::engine::general_purpose::STANDARD.encode(&p.jpeg),
+        "image/jpeg",
+    ))
 }
 
 /// The result of a call that asked for n > 1 images: the first image's
@@ -151,6 +163,7 @@ fn image_result(stored: &StoredImage) -> CallToolResult {
 /// in `images`, the failures in `failed`, and one link per image.
 fn images_result(made: &[StoredImage], failed: &[(u32, PipelineError)]) -> CallToolResult {
     let all: Vec<ImageResult> = made.iter().map(ImageResult::from).collect();
+    let previews: Vec<ContentBlock> = made.iter().filter_map(preview_block).collect();
     let mut top = all[0].clone();
     top.images = Some(all.clone());
     top.failed = (!failed.is_empty()).then(|| {
@@ -171,6 +184,7 @@ fn images_result(made: &[StoredImage], failed: &[(u32, PipelineError)]) -> CallT
         link.description = Some(format!("Image for prompt: {}", truncate(&img.prompt, 200)));
         content.push(ContentBlock::resource_link(link));
     }
+    content.extend(previews);
     let mut r = CallToolResult::success(content);
     r.structured_content = Some(value);
     r

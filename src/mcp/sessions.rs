@@ -104,6 +104,7 @@ impl Sessions {
         // entry keeps what a later edit needs, as the record does.
         image.grounding = Default::default();
         image.cost = None;
+        image.preview = None;
         let cost = cost(&image);
         let Ok(mut m) = self.inner.lock() else { return };
         let now = Instant::now();
@@ -182,6 +183,7 @@ mod tests {
             prompt: prompt.into(),
             created_at: "now".into(),
             thought_signature: Some("s".repeat(signature)),
+            preview: None,
             image_id: None,
             record_error: None,
             parent: None,

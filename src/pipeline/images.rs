@@ -14,6 +14,7 @@ use crate::extract::{Event, ExtractError, Summary};
 use crate::store::{Store, StoreError, Stored, Upload};
 
 use super::{PipelineError, Progress, Stage};
+use crate::preview::Previewer;
 
 /// Facts about an image, gathered while it streams.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub(super) struct ImageMeta {
 pub(super) struct Done {
     upload: Upload,
     pub meta: ImageMeta,
+    /// Its preview decoder, fed every byte (`--preview`).
+    pub preview: Option<Previewer>,
 }
 
 impl Done {
@@ -48,6 +51,7 @@ struct Current {
     head: Vec<u8>,
     upload: Upload,
     bytes: u64,
+    preview: Option<Previewer>,
 }
 
 /// Images of one response: the one streaming now, and the last finished
@@ -55,15 +59,17 @@ struct Current {
 pub(super) struct Images {
     store: Arc<Store>,
     prefix: &'static str,
+    preview: bool,
     current: Option<Current>,
     result: Option<Done>,
 }
 
 impl Images {
-    pub fn new(store: Arc<Store>, prefix: &'static str) -> Self {
+    pub fn new(store: Arc<Store>, prefix: &'static str, preview: bool) -> Self {
         Self {
             store,
             prefix,
+            preview,
             current: None,
             result: None,
         }
@@ -100,13 +106,24 @@ impl Images {
                         head: b.data[..b.data.len().min(64)].to_vec(),
                         bytes: b.data.len() as u64,
                         upload: self.store.upload(name, format.mime()),
+                        preview: if self.preview {
+                            Previewer::start(format)
+                        } else {
+                            None
+                        },
                     };
+                    if let Some(p) = cur.preview.as_mut() {
+                        p.feed(&b.data).await;
+                    }
                     // The upload holds the first block until it knows
                     // whether the image needs more than one.
                     cur.upload.write(b.data).await?;
                     self.current = Some(cur);
                 } else if let Some(cur) = self.current.as_mut().filter(|c| c.image == b.image) {
                     cur.bytes += b.data.len() as u64;
+                    if let Some(p) = cur.preview.as_mut() {
+                        p.feed(&b.data).await;
+                    }
                     cur.upload.write(b.data).await?;
                     progress.stage(Stage::Receiving { bytes: cur.bytes });
                 }
@@ -130,6 +147,7 @@ impl Images {
                     return Ok(());
                 }
                 let done = Done {
+                    preview: cur.preview,
                     upload: cur.upload,
                     meta: ImageMeta {
                         format: cur.format,
@@ -178,7 +196,11 @@ pub(super) fn explain_no_image(s: &Summary) -> PipelineError {
         }
         Some(reason) => {
             let msg = s.finish_message.as_deref().unwrap_or(plain_reason(reason));
-            PipelineError::NoImage(format!("Gemini made no image ({reason}): {msg}"))
+            PipelineError::NoImage(format!(
+                "Gemini made no image ({reason}): {}. {}",
+                msg.trim_end_matches('.'),
+                next_step(reason)
+            ))
         }
         None => PipelineError::Extract(ExtractError::Truncated(
             "the response ended before any image or finish reason",
@@ -186,8 +208,30 @@ pub(super) fn explain_no_image(s: &Summary) -> PipelineError {
     }
 }
 
+/// What to do next: retry only what can succeed.
+fn next_step(reason: &str) -> &'static str {
+    match reason {
+        "SAFETY"
+        | "IMAGE_SAFETY"
+        | "PROHIBITED_CONTENT"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "BLOCKLIST"
+        | "SPII"
+        | "RECITATION"
+        | "IMAGE_RECITATION"
+        | "LANGUAGE" => {
+            "The same request will be refused again: change the prompt (or the input images)."
+        }
+        _ => "Trying again may work; ask for an image explicitly in the prompt.",
+    }
+}
+
 fn plain_reason(reason: &str) -> &'static str {
     match reason {
+        "IMAGE_OTHER" | "OTHER" => "the model stopped for a reason it did not name",
+        "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" | "TOO_MANY_TOOL_CALLS" => {
+            "the model tried to use a tool and failed"
+        }
         "SAFETY" | "IMAGE_SAFETY" => "the output was filtered by safety rules",
         "PROHIBITED_CONTENT" | "IMAGE_PROHIBITED_CONTENT" => {
             "the request or its output falls under the prohibited-use policy"
@@ -237,5 +281,27 @@ mod tests {
             explain_no_image(&Summary::default()),
             PipelineError::Extract(ExtractError::Truncated(_))
         ));
+        // Every reason the API documents has words of its own and the
+        // right next step: change the request, or try again.
+        for (reason, words, again) in [
+            ("IMAGE_PROHIBITED_CONTENT", "prohibited-use", false),
+            ("IMAGE_RECITATION", "existing material", false),
+            ("IMAGE_SAFETY", "safety", false),
+            ("SPII", "personal information", false),
+            ("NO_IMAGE", "did not produce an image", true),
+            ("IMAGE_OTHER", "did not name", true),
+            ("OTHER", "did not name", true),
+            ("TOO_MANY_TOOL_CALLS", "tool", true),
+            ("MAX_TOKENS", "token limit", true),
+        ] {
+            let e = explain_no_image(&Summary {
+                finish_reason: Some(reason.into()),
+                ..Summary::default()
+            })
+            .to_string();
+            assert!(e.contains(reason) && e.contains(words), "{e}");
+            assert_eq!(e.contains("Trying again may work"), again, "{e}");
+            assert_eq!(e.contains("refused again"), !again, "{e}");
+        }
     }
 }

@@ -183,6 +183,8 @@ pub struct PipelineConfig {
     /// response, parse it, decode the whole image, upload it in one
     /// request), so both designs can be measured in one build.
     pub naive: bool,
+    /// Make a small JPEG preview of each image while it streams.
+    pub preview: bool,
 }
 
 /// What one call holds while it waits for Gemini: the tool's future, the
@@ -212,6 +214,11 @@ impl PipelineConfig {
             + self.limits.max_text_bytes as u64
             + self.limits.max_signature_bytes as u64
             + crate::extract::MAX_GROUNDING_BYTES as u64
+            + if self.preview {
+                crate::preview::RESERVED_BYTES
+            } else {
+                0
+            }
             + (1 << 20)
     }
 }
@@ -413,7 +420,7 @@ impl Pipeline {
         if self.cfg.naive {
             return self.naive(first, response, job, started).await;
         }
-        let mut images = Images::new(Arc::clone(&self.store), job.prefix);
+        let mut images = Images::new(Arc::clone(&self.store), job.prefix, self.cfg.preview);
         let outcome = self
             .stream(first, response, &mut images, progress, cancel)
             .await;
@@ -427,7 +434,7 @@ impl Pipeline {
                 return Err(e);
             }
         };
-        let Some(done) = images.take_result() else {
+        let Some(mut done) = images.take_result() else {
             images.abort_all().await;
             return Err(explain_no_image(&summary));
         };
@@ -447,6 +454,10 @@ impl Pipeline {
         }
         progress.stage(Stage::Committing);
         let meta = done.meta.clone();
+        let preview = match done.preview.take() {
+            Some(p) => p.finish().await,
+            None => None,
+        };
         let stored = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
@@ -482,6 +493,7 @@ impl Pipeline {
             prompt: job.request.prompt,
             created_at: now_rfc3339(),
             thought_signature: meta.thought_signature,
+            preview,
             image_id: None,
             record_error: None,
             parent: None,

@@ -103,6 +103,7 @@ impl Pipeline {
             prompt: job.request.prompt,
             created_at: super::now_rfc3339(),
             thought_signature: None,
+            preview: None,
             image_id: None,
             record_error: None,
             parent: None,

@@ -44,6 +44,8 @@ pub struct StoredImage {
     pub created_at: String,
     /// Gemini 3's signature for multi-turn edits; kept server-side.
     pub thought_signature: Option<String>,
+    /// The small JPEG preview (`--preview`), when one could be made.
+    pub preview: Option<crate::preview::Preview>,
     /// The handle any replica finds the image by, once its record is
     /// stored (`store::records`); `None` when the record could not be
     /// written, with the reason in `record_error`.
@@ -96,6 +98,7 @@ impl StoredImage {
             prompt: rec.prompt,
             created_at: rec.created_at,
             thought_signature: rec.thought_signature,
+            preview: None,
             image_id: Some(rec.image_id),
             record_error: None,
             parent: rec.parent,
