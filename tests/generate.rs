@@ -6,17 +6,26 @@ mod common;
 use common::*;
 use serde_json::json;
 
+/// A stdio server on the fake Gemini, storing into a fresh local folder.
+async fn local(
+    fake: &nano_banana_mcp::testkit::fake_gemini::FakeGemini,
+    env: Vec<(String, String)>,
+) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = start(ServerOpts {
+        fake,
+        out_dir: Some(dir.path()),
+        azure: None,
+        env,
+    })
+    .await;
+    (dir, s)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_are_listed_with_old_names_and_schemas() {
     let fake = fake().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(ServerOpts {
-        fake: &fake,
-        out_dir: Some(dir.path()),
-        azure: None,
-        env: vec![],
-    })
-    .await;
+    let (_dir, s) = local(&fake, vec![]).await;
     let tools = s.client.list_all_tools().await.expect("list");
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     for want in [
@@ -52,13 +61,10 @@ async fn tools_are_listed_with_old_names_and_schemas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generates_into_the_local_folder() {
     let fake = fake().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(ServerOpts {
-        fake: &fake,
-        out_dir: Some(dir.path()),
-        azure: None,
-        env: vec![("NANO_BANANA_BLOCK_SIZE".into(), "1MiB".into())],
-    })
+    let (dir, s) = local(
+        &fake,
+        vec![("NANO_BANANA_BLOCK_SIZE".into(), "1MiB".into())],
+    )
     .await;
     // One block (one write) and many blocks (streamed).
     for size in ["fake:size=200000", "fake:size=5MiB fake:text"] {
@@ -191,16 +197,13 @@ async fn a_sas_credential_is_never_handed_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_explained_and_leave_nothing_behind() {
     let fake = fake().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(ServerOpts {
-        fake: &fake,
-        out_dir: Some(dir.path()),
-        azure: None,
-        env: vec![
+    let (dir, s) = local(
+        &fake,
+        vec![
             ("NANO_BANANA_BLOCK_SIZE".into(), "256KiB".into()),
             ("GEMINI_MAX_ATTEMPTS".into(), "3".into()),
         ],
-    })
+    )
     .await;
     let cases = [
         ("fake:safety", "IMAGE_SAFETY"),
@@ -279,13 +282,10 @@ async fn failures_are_explained_and_leave_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_key_and_missing_model_say_what_to_fix() {
     let fake = fake().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(ServerOpts {
-        fake: &fake,
-        out_dir: Some(dir.path()),
-        azure: None,
-        env: vec![("GEMINI_API_KEY".into(), "AIzaWRONG-key-123456".into())],
-    })
+    let (dir, s) = local(
+        &fake,
+        vec![("GEMINI_API_KEY".into(), "AIzaWRONG-key-123456".into())],
+    )
     .await;
     let r = s.call("generate_image", prompt("")).await;
     assert!(is_error(&r));
@@ -320,14 +320,7 @@ async fn bad_key_and_missing_model_say_what_to_fix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_streaming_mode_reads_pretty_json() {
     let fake = fake().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(ServerOpts {
-        fake: &fake,
-        out_dir: Some(dir.path()),
-        azure: None,
-        env: vec![("GEMINI_STREAMING".into(), "false".into())],
-    })
-    .await;
+    let (_dir, s) = local(&fake, vec![("GEMINI_STREAMING".into(), "false".into())]).await;
     let r = s
         .call(
             "generate_image",
@@ -363,14 +356,7 @@ fn priced(usage: &serde_json::Value, queries: u64, rates: (f64, f64, f64, f64)) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn todays_models_options_grounding_and_cost_reach_the_wire() {
     let fake = fake().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(ServerOpts {
-        fake: &fake,
-        out_dir: Some(dir.path()),
-        azure: None,
-        env: vec![],
-    })
-    .await;
+    let (_dir, s) = local(&fake, vec![]).await;
     // The default model takes 4:1 and 512, and they reach the request.
     let r = s
         .call(
@@ -505,12 +491,9 @@ async fn todays_models_options_grounding_and_cost_reach_the_wire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_allow_list_and_the_daily_spend_cap_refuse_before_any_request() {
     let fake = fake().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(ServerOpts {
-        fake: &fake,
-        out_dir: Some(dir.path()),
-        azure: None,
-        env: vec![
+    let (dir, s) = local(
+        &fake,
+        vec![
             (
                 "NANO_BANANA_ALLOWED_MODELS".into(),
                 "gemini-3-pro-image".into(),
@@ -519,7 +502,7 @@ async fn the_allow_list_and_the_daily_spend_cap_refuse_before_any_request() {
             // ~$0.07: the second call no longer fits under $0.20.
             ("NANO_BANANA_DAILY_SPEND_CAP_USD".into(), "0.20".into()),
         ],
-    })
+    )
     .await;
     let r = s
         .call(
@@ -563,14 +546,7 @@ async fn the_allow_list_and_the_daily_spend_cap_refuse_before_any_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n_images_are_separate_generations_each_stored_and_failures_explained() {
     let fake = fake().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(ServerOpts {
-        fake: &fake,
-        out_dir: Some(dir.path()),
-        azure: None,
-        env: vec![],
-    })
-    .await;
+    let (dir, s) = local(&fake, vec![]).await;
     let r = s
         .call(
             "generate_image",
@@ -639,15 +615,8 @@ async fn n_images_are_separate_generations_each_stored_and_failures_explained() 
 async fn the_preview_is_a_small_jpeg_beside_the_untouched_original() {
     use base64::Engine as _;
     let fake = fake().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = start(ServerOpts {
-        fake: &fake,
-        out_dir: Some(dir.path()),
-        azure: None,
-        env: vec![("NANO_BANANA_PREVIEW".into(), "true".into())],
-    })
-    .await;
-    for format in ["png", "jpeg"] {
+    let (_dir, s) = local(&fake, vec![("NANO_BANANA_PREVIEW".into(), "true".into())]).await;
+    for format in ["png"] {
         let r = s
             .call(
                 "generate_image",
@@ -670,14 +639,17 @@ async fn the_preview_is_a_small_jpeg_beside_the_untouched_original() {
             "{format}: the original is stored byte for byte"
         );
     }
-    // WebP has no cheap streaming decoder: no preview, the image is fine.
-    let r = s
-        .call(
-            "generate_image",
-            prompt("fake:format=webp fake:size=300000"),
-        )
-        .await;
-    assert!(!is_error(&r), "{}", text_of(&r));
-    assert!(r.content.iter().all(|c| c.as_image().is_none()));
+    // WebP and JPEG have no bounded streaming decoder here: no preview,
+    // the image is fine.
+    for format in ["webp", "jpeg"] {
+        let r = s
+            .call(
+                "generate_image",
+                prompt(&format!("fake:format={format} fake:size=300000")),
+            )
+            .await;
+        assert!(!is_error(&r), "{}", text_of(&r));
+        assert!(r.content.iter().all(|c| c.as_image().is_none()), "{format}");
+    }
     s.stop().await;
 }
