@@ -130,24 +130,6 @@ fn tool_error(msg: impl std::fmt::Display) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(msg.to_string())])
 }
 
-/// The result every image tool returns.
-fn image_result(stored: &StoredImage) -> CallToolResult {
-    let img = ImageResult::from(stored);
-    let value = serde_json::to_value(&img).unwrap_or_default();
-    let mut link = Resource::new(img.url.clone(), img.blob_name.clone());
-    link.mime_type = Some(img.content_type.clone());
-    link.size = Some(img.bytes);
-    link.description = Some(format!("Image for prompt: {}", truncate(&img.prompt, 200)));
-    let mut content = vec![
-        ContentBlock::text(value.to_string()),
-        ContentBlock::resource_link(link),
-    ];
-    content.extend(preview_block(stored));
-    let mut r = CallToolResult::success(content);
-    r.structured_content = Some(value);
-    r
-}
-
 /// The image's preview as an image content block (`--preview`).
 fn preview_block(img: &StoredImage) -> Option<ContentBlock> {
     use base64::Engine as _;
@@ -158,23 +140,25 @@ fn preview_block(img: &StoredImage) -> Option<ContentBlock> {
     ))
 }
 
-/// The result of a call that asked for n > 1 images: the first image's
-/// fields on top (what a client reading one image expects), every image
-/// in `images`, the failures in `failed`, and one link per image.
+/// What the image tools return: the first image's fields on top (what a
+/// client reading one image expects) and, when the call asked for n > 1
+/// images, every image in `images` and the failures in `failed`; then one
+/// link per image and the previews.
 fn images_result(made: &[StoredImage], failed: &[(u32, PipelineError)]) -> CallToolResult {
     let all: Vec<ImageResult> = made.iter().map(ImageResult::from).collect();
-    let previews: Vec<ContentBlock> = made.iter().filter_map(preview_block).collect();
     let mut top = all[0].clone();
-    top.images = Some(all.clone());
-    top.failed = (!failed.is_empty()).then(|| {
-        failed
-            .iter()
-            .map(|(i, e)| wire::FailedImage {
-                index: *i,
-                error: e.to_string(),
-            })
-            .collect()
-    });
+    if all.len() + failed.len() > 1 {
+        top.images = Some(all.clone());
+        top.failed = (!failed.is_empty()).then(|| {
+            failed
+                .iter()
+                .map(|(i, e)| wire::FailedImage {
+                    index: *i,
+                    error: e.to_string(),
+                })
+                .collect()
+        });
+    }
     let value = serde_json::to_value(&top).unwrap_or_default();
     let mut content = vec![ContentBlock::text(value.to_string())];
     for img in &all {
@@ -184,7 +168,7 @@ fn images_result(made: &[StoredImage], failed: &[(u32, PipelineError)]) -> CallT
         link.description = Some(format!("Image for prompt: {}", truncate(&img.prompt, 200)));
         content.push(ContentBlock::resource_link(link));
     }
-    content.extend(previews);
+    content.extend(made.iter().filter_map(preview_block));
     let mut r = CallToolResult::success(content);
     r.structured_content = Some(value);
     r
@@ -567,9 +551,6 @@ impl ImageServer {
         // remembered there can never be read again.
         if !(self.app.transport == Transport::Http && self.app.stateless) {
             self.sessions.remember(self.session, last);
-        }
-        if n == 1 {
-            return image_result(&made[0]);
         }
         images_result(&made, &failed)
     }
