@@ -671,6 +671,71 @@ pub fn picture_base64(prompt: &str, input: Option<&[u8]>, approx_bytes: usize) -
     (synth, b64)
 }
 
+/// A JPEG picture of `prompt` (edits are PNG-only), as big in pixels as
+/// the noise JPEG of `approx_bytes` (so `size=8520000` is 4K), with a fine
+/// grain so its entropy-coded data is megabytes, like a photograph's:
+/// 4:2:0, a restart marker every 64 MCUs. Padded with metadata segments
+/// to `approx_bytes` when it comes out smaller.
+pub fn picture_jpeg_base64(prompt: &str, approx_bytes: usize) -> (Synth, Bytes) {
+    static PICTURES: Mutex<Vec<(String, usize, Synth, Bytes)>> = Mutex::new(Vec::new());
+    let cached = PICTURES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(p, n, _, _)| p == prompt && *n == approx_bytes)
+        .map(|(_, _, s, b)| (s.clone(), b.clone()));
+    if let Some(hit) = cached {
+        return hit;
+    }
+    let (w, h) = dims(approx_bytes * 2, 65_535);
+    let small = draw(prompt, PICTURE_SIZES[0].0, PICTURE_SIZES[0].1);
+    let mut rng = Rng::new(approx_bytes as u64);
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        let src = &small.px[(y * small.h / h) * small.w..][..small.w];
+        for x in 0..w {
+            let grain = (rng.next() % 17) as i16 - 8;
+            for c in src[x * small.w / w] {
+                rgb.push((i16::from(c) + grain).clamp(0, 255) as u8);
+            }
+        }
+    }
+    let mut jpeg = Vec::with_capacity(approx_bytes);
+    let mut enc = jpeg_encoder::Encoder::new(&mut jpeg, 90);
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    enc.set_restart_interval(64);
+    enc.encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+        .expect("a JPEG of at most 65535 px a side encodes");
+    drop(rgb);
+    // The padding goes after the frame header, where real files keep
+    // their metadata too, so a reader learns the size early.
+    let mut at = 2;
+    while at + 4 < jpeg.len() && jpeg[at + 1] != 0xC4 && jpeg[at + 1] != 0xDA {
+        at += 2 + usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+    }
+    let mut bytes = Vec::with_capacity(approx_bytes.max(jpeg.len()));
+    bytes.extend_from_slice(&jpeg[..at]);
+    let pad = approx_bytes.saturating_sub(jpeg.len());
+    if pad >= 4 {
+        jpeg_filler(&mut bytes, pad, &mut rng);
+    }
+    bytes.extend_from_slice(&jpeg[at..]);
+    let synth = Synth {
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        bytes: Bytes::from(bytes),
+        width: w as u32,
+        height: h as u32,
+        mime: Format::Jpeg.mime(),
+    };
+    let b64 = Bytes::from(base64::engine::general_purpose::STANDARD.encode(&synth.bytes));
+    let mut cache = PICTURES.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= 2 {
+        cache.remove(0);
+    }
+    cache.push((prompt.to_string(), approx_bytes, synth.clone(), b64.clone()));
+    (synth, b64)
+}
+
 fn picture_png(prompt: &str, input: Option<&[u8]>, approx: usize) -> Option<(Vec<u8>, u32, u32)> {
     let edited = input.and_then(decode_own_png).map(|mut c| {
         edit_canvas(&mut c, prompt);
@@ -995,6 +1060,36 @@ mod tests {
     fn mean(c: &Canvas) -> [f64; 3] {
         let n = c.px.len() as f64;
         [0, 1, 2].map(|i| c.px.iter().map(|p| f64::from(p[i])).sum::<f64>() / n)
+    }
+
+    #[test]
+    fn jpeg_pictures_carry_real_entropy_coded_data() {
+        let (s, b64) = picture_jpeg_base64("a banana at night", 1_000_000);
+        assert_eq!(Format::sniff(&s.bytes), Some(Format::Jpeg));
+        assert_eq!(
+            (s.width as usize, s.height as usize),
+            dims(2_000_000, 65_535)
+        );
+        let sof = s
+            .bytes
+            .windows(2)
+            .position(|m| m == [0xFF, 0xC0])
+            .expect("SOF0");
+        assert!(sof < 1024, "the frame header comes first");
+        assert!(s.bytes.len() >= 1_000_000, "{}", s.bytes.len());
+        assert_eq!(b64.len(), s.bytes.len().div_ceil(3) * 4);
+        // The scan is most of the file: the grain is not free to code.
+        let sos = s
+            .bytes
+            .windows(2)
+            .position(|m| m == [0xFF, 0xDA])
+            .expect("SOS");
+        let scan = s.bytes.len() - sos;
+        assert!(scan > 500_000, "scan {scan}");
+        assert!(
+            s.bytes.windows(2).any(|m| m == [0xFF, 0xD0]),
+            "restart markers"
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@ pub(super) struct Directives {
     pub(super) sig: bool,
     pub(super) thoughts: usize,
     pub(super) thought_after: bool,
-    /// Draw a picture from the prompt (PNG) instead of incompressible noise.
+    /// Draw a picture from the prompt instead of incompressible noise: a
+    /// PNG, or with `format=jpeg` a grainy JPEG as big in pixels as that
+    /// size's noise JPEG.
     pub(super) picture: bool,
     pub(super) text: bool,
     pub(super) bigtext: Option<usize>,

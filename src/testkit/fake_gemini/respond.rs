@@ -204,6 +204,9 @@ pub(super) async fn make_image(
     let (format, size) = (d.format, d.size);
     let picture = picture.map(|(p, i)| (p.to_string(), i.map(<[u8]>::to_vec)));
     let build = move || match &picture {
+        Some((prompt, None)) if format == images::Format::Jpeg => {
+            images::picture_jpeg_base64(prompt, size)
+        }
         Some((prompt, input)) => images::picture_base64(prompt, input.as_deref(), size),
         None => images::synth_base64(format, size, seed),
     };

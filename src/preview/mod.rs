@@ -3,14 +3,15 @@
 //! that show images inline. The image's blocks are handed over as they are
 //! sealed, in slices, to a decoder on a blocking thread that never holds
 //! the whole image: PNG row by row (one row of the original and one output
-//! row of sums). The stored original is untouched (its SynthID and C2PA
-//! credentials stay in it); only the preview is a re-encode. Anything else
-//! gets no preview: WebP, GIF, HEIC and interlaced PNG, whose decoders hold
-//! the whole image, and JPEG for now: jpeg-decoder 0.3 decodes through
-//! worker threads fed by unbounded channels of coefficient rows, which
-//! cannot be turned off, so its memory depends on timing (measured +5 MiB
-//! for a 4K image, and unbounded in principle); a DC-only baseline decoder
-//! (the DC terms are the 1/8-scale image) is the way to add it.
+//! row of sums), JPEG from its DC terms, one MCU row at a time ([`jpeg`]).
+//! The stored original is untouched (its SynthID and C2PA credentials stay
+//! in it); only the preview is a re-encode. Anything else gets no preview:
+//! WebP, GIF, HEIC and interlaced PNG, whose decoders hold the whole image.
+//! (jpeg-decoder 0.3 is not used for JPEG: it decodes through worker
+//! threads fed by unbounded channels of coefficient rows, so its memory
+//! depends on timing; measured +5 MiB for a 4K image.)
+
+mod jpeg;
 
 use std::io::Read;
 
@@ -22,14 +23,19 @@ pub const MAX_SIDE: u32 = 256;
 pub const MAX_BYTES: usize = 48 << 10;
 
 /// What a preview may hold on top of the image path, reserved with it:
-/// the decoder's state (two rows of an 8192-px RGBA image, zlib's window,
-/// a 64 KiB read buffer), the output, a blocking thread, and the one block
-/// its slices may keep from the pool.
+/// the decoder's state (PNG: two rows of an 8192-px RGBA image, zlib's
+/// window, a 64 KiB read buffer; JPEG: its tables and one MCU row of DC
+/// samples, or up to 2 MiB of whole DC planes for a progressive frame
+/// scanned component by component), the output, a blocking thread, and
+/// the one block its slices may keep from the pool.
 pub const RESERVED_BYTES: u64 = 4 << 20;
 
 /// Slices of a block handed to the decoder at a time: the decoder holds
 /// at most one in hand and one queued.
 const SLICE: usize = 64 << 10;
+
+/// RGB pixels, row by row, and their width and height.
+type Pixels = (Vec<u8>, u32, u32);
 
 /// The preview: JPEG bytes and their size in pixels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,16 +55,18 @@ impl Previewer {
     /// A previewer for an image of this format, or `None` when the format
     /// cannot be previewed within the memory it is allowed.
     pub fn start(format: ImageFormat) -> Option<Self> {
-        if format != ImageFormat::Png {
-            return None;
-        }
+        let decode: fn(ChannelReader) -> Option<Pixels> = match format {
+            ImageFormat::Png => png_preview,
+            ImageFormat::Jpeg => jpeg::preview,
+            _ => return None,
+        };
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
         let task = tokio::task::spawn_blocking(move || {
             let reader = ChannelReader {
                 rx,
                 cur: Bytes::new(),
             };
-            png_preview(reader).and_then(|(rgb, w, h)| encode(&rgb, w, h))
+            decode(reader).and_then(|(rgb, w, h)| encode(&rgb, w, h))
         });
         Some(Self { tx: Some(tx), task })
     }
@@ -183,7 +191,7 @@ impl Shrink {
         self.row_out += 1;
     }
 
-    fn finish(mut self) -> (Vec<u8>, u32, u32) {
+    fn finish(mut self) -> Pixels {
         while self.row_out < self.oh {
             self.emit();
         }
@@ -191,7 +199,7 @@ impl Shrink {
     }
 }
 
-fn png_preview(r: ChannelReader) -> Option<(Vec<u8>, u32, u32)> {
+fn png_preview(r: ChannelReader) -> Option<Pixels> {
     let mut dec = png::Decoder::new(std::io::BufReader::with_capacity(SLICE, r));
     dec.set_transformations(png::Transformations::normalize_to_color8());
     dec.set_ignore_text_chunk(true);
@@ -279,6 +287,35 @@ mod tests {
         assert_eq!(jpeg_size(&p.jpeg), Some((p.width, p.height)));
     }
 
+    #[tokio::test]
+    async fn a_jpeg_preview_comes_from_its_dc_terms_whatever_the_slicing() {
+        // The fake's 4K JPEG: a mid-grey baseline frame behind megabytes
+        // of metadata segments, fed in blocks that split markers.
+        let s = images::synth(Format::Jpeg, 8_520_000, 11);
+        let p = preview_of(&s.bytes, ImageFormat::Jpeg, 1_000_003)
+            .await
+            .expect("preview");
+        assert_eq!(
+            (p.width, p.height),
+            target(s.width.div_ceil(8), s.height.div_ceil(8))
+        );
+        assert!(p.width.max(p.height) <= MAX_SIDE && p.jpeg.len() <= MAX_BYTES);
+        assert_eq!(jpeg_size(&p.jpeg), Some((p.width, p.height)));
+        // A real picture in tiny slices.
+        let (w, h) = (2400u16, 1350u16);
+        let rgb: Vec<u8> = (0..usize::from(w) * usize::from(h))
+            .flat_map(|i| [(i % 251) as u8, (i / 97 % 256) as u8, 90])
+            .collect();
+        let mut jpeg = Vec::new();
+        jpeg_encoder::Encoder::new(&mut jpeg, 85)
+            .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
+            .expect("encode");
+        let p = preview_of(&jpeg, ImageFormat::Jpeg, 4_093)
+            .await
+            .expect("preview");
+        assert_eq!((p.width, p.height), target(300, 169));
+    }
+
     #[test]
     fn a_detailed_preview_drops_quality_to_fit_the_cap() {
         // Noise is the worst case for JPEG: at quality 80 it is far over
@@ -305,7 +342,6 @@ mod tests {
     #[tokio::test]
     async fn what_cannot_be_previewed_cheaply_gets_none() {
         assert!(Previewer::start(ImageFormat::Webp).is_none());
-        assert!(Previewer::start(ImageFormat::Jpeg).is_none());
         let junk = b"\x89PNG\r\n\x1a\nnot really a png".to_vec();
         assert!(preview_of(&junk, ImageFormat::Png, 7).await.is_none());
         // A PNG cut short gives no preview rather than half a picture.
