@@ -489,6 +489,43 @@ async fn todays_models_options_grounding_and_cost_reach_the_wire() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_sent_but_not_kept_still_counts_against_the_cap() {
+    let fake = fake().await;
+    let (dir, s) = local(
+        &fake,
+        vec![("NANO_BANANA_DAILY_SPEND_CAP_USD".into(), "5".into())],
+    )
+    .await;
+    let spent = |v: &serde_json::Value| v["spendTodayUsd"].as_f64().expect("spend");
+    let before = spent(&structured(
+        &s.call("get_configuration_status", json!({})).await,
+    ));
+    assert_eq!(before, 0.0);
+    // Blocked: no image, no charge (Google bills no filtered answer).
+    let r = s.call("generate_image", prompt("fake:blocked")).await;
+    assert!(is_error(&r), "{}", text_of(&r));
+    let after_block = spent(&structured(
+        &s.call("get_configuration_status", json!({})).await,
+    ));
+    assert_eq!(after_block, 0.0);
+    // The image came, then the stream was cut before Gemini said it had
+    // finished: nothing is kept, and what the answer reported is counted.
+    let r = s
+        .call(
+            "generate_image",
+            prompt("fake:size=20000 fake:truncate-after-image"),
+        )
+        .await;
+    assert!(is_error(&r), "{}", text_of(&r));
+    let after_cut = spent(&structured(
+        &s.call("get_configuration_status", json!({})).await,
+    ));
+    assert!(after_cut > 0.0, "the image sent is billed");
+    assert!(files_in(dir.path()).is_empty(), "no image was kept");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_allow_list_and_the_daily_spend_cap_refuse_before_any_request() {
     let fake = fake().await;
     let (dir, s) = local(

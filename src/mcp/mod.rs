@@ -520,8 +520,14 @@ impl ImageServer {
         jobs.insert(0, job);
         let runs = jobs.into_iter().map(|job| async {
             let started = Instant::now();
-            let outcome = self.app.pipeline.run(job, &progress, &call.ct).await;
+            let model = job.model().to_string();
+            let (outcome, billed) = self.app.pipeline.run_billed(job, &progress, &call.ct).await;
             self.count_outcome(tool, &outcome, started.elapsed());
+            // An answer that left no image is billed all the same.
+            if let Some(cost) = &billed {
+                let label = self.app.pipeline.model_label(&model);
+                self.app.metrics.cost(&label, cost);
+            }
             outcome
         });
         let outcomes = futures::future::join_all(runs).await;

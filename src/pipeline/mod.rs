@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::extract::{ExtractError, Extractor, Limits, Summary};
+use crate::extract::{ExtractError, Extractor, Limits, Summary, Usage};
 use crate::gemini::models::AskedOptions;
-use crate::gemini::pricing::PriceTable;
+use crate::gemini::pricing::{Cost, PriceTable};
 use crate::gemini::{self, GeminiClient, ImageOptions, ImageRequest, Turn};
 use crate::inputs::Prepared;
 use crate::memory::Budget;
@@ -143,6 +143,11 @@ impl Job {
             count,
             _inputs: Arc::new(keep),
         }
+    }
+
+    /// The model the job asks for.
+    pub fn model(&self) -> &str {
+        &self.request.model
     }
 
     /// The same request once more (another of a call's `count` images):
@@ -345,14 +350,37 @@ impl Pipeline {
         progress: &dyn Progress,
         cancel: &CancellationToken,
     ) -> Result<StoredImage, PipelineError> {
+        self.run_billed(job, progress, cancel).await.0
+    }
+
+    /// [`Pipeline::run`], and for a run that failed after Gemini sent an
+    /// image (the stream then cut short or erred, or storing failed),
+    /// what that answer is estimated to cost: Gemini bills an image it
+    /// sent whether or not it was kept, so the spend cap and the metrics
+    /// count it too. A filtered or blocked answer costs nothing.
+    pub async fn run_billed(
+        &self,
+        job: Job,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+    ) -> (Result<StoredImage, PipelineError>, Option<Cost>) {
         let parent = job.parent.clone();
         let model = job.request.model.clone();
         // The spend cap is checked first: a refusal costs nothing.
-        let hold = self
-            .spend
-            .hold(self.prices.upper_bound(&model))
-            .map_err(PipelineError::SpendCap)?;
-        let mut img = self.store_image(job, progress, cancel).await?;
+        let hold = match self.spend.hold(self.prices.upper_bound(&model)) {
+            Ok(h) => h,
+            Err(e) => return (Err(PipelineError::SpendCap(e)), None),
+        };
+        let mut answered = None;
+        let mut img = match self.store_image(job, progress, cancel, &mut answered).await {
+            Ok(img) => img,
+            Err(e) => {
+                let cost =
+                    answered.map(|(usage, queries)| self.prices.estimate(&model, &usage, queries));
+                hold.settle(cost.as_ref().and_then(|c| c.usd).unwrap_or(0.0));
+                return (Err(e), cost);
+            }
+        };
         let cost = self
             .prices
             .estimate(&model, &img.usage, img.grounding.queries());
@@ -360,7 +388,7 @@ impl Pipeline {
         img.cost = Some(cost);
         img.parent = parent;
         self.record(&mut img).await;
-        Ok(img)
+        (Ok(img), None)
     }
 
     /// Store the record that lets any replica find `img` by id. The image
@@ -382,6 +410,7 @@ impl Pipeline {
         job: Job,
         progress: &dyn Progress,
         cancel: &CancellationToken,
+        answered: &mut Option<(Usage, u64)>,
     ) -> Result<StoredImage, PipelineError> {
         // Two reservations, taken in one order (calls, then images) and
         // never the other way round, so no cycle of waits can form: a call
@@ -438,6 +467,9 @@ impl Pipeline {
             images.abort_all().await;
             return Err(explain_no_image(&summary));
         };
+        // An image came: from here on a failure is billed (a filtered or
+        // blocked answer is not, as Google says).
+        *answered = Some((summary.usage.clone(), summary.grounding.queries()));
         if let Some(err) = &summary.error {
             images.abort_all().await;
             done.abort().await;
