@@ -9,7 +9,7 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use nano_banana_mcp::testkit::fake_gemini::FakeGemini;
@@ -243,6 +243,7 @@ async fn http_mode_end_to_end() {
 
     // SIGTERM while a slow call runs: readiness flips, the call finishes, exit 0.
     let c = client(&srv.base).await;
+    let asked = fake.state.requests().len();
     let slow = tokio::spawn(async move {
         let r = c
             .call_tool(
@@ -256,7 +257,16 @@ async fn http_mode_end_to_end() {
             .await;
         (r, c)
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The signal goes once the call is in flight (it has asked Gemini),
+    // not after a fixed sleep that a loaded machine can outrun.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.state.requests().len() == asked {
+        assert!(
+            Instant::now() < deadline,
+            "the slow call never reached Gemini"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let base = srv.base.clone();
     let term = tokio::spawn(srv.sigterm());
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -264,7 +274,10 @@ async fn http_mode_end_to_end() {
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 503, "readiness flips while draining");
-    let (r, _c) = slow.await.expect("join");
+    let (r, _c) = tokio::time::timeout(Duration::from_secs(60), slow)
+        .await
+        .expect("the in-flight call answers within a minute")
+        .expect("join");
     let r = r.expect("the in-flight call completes");
     assert!(!is_error(&r), "{}", text_of(&r));
     let (code, log) = term.await.expect("join");
