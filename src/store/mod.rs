@@ -11,6 +11,7 @@ pub mod connstr;
 pub mod local;
 pub mod records;
 pub mod sas;
+pub mod tasks;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -253,9 +253,20 @@ fn too_big(size: u64) -> StoreError {
 /// Read a small file whole, refusing one over the cap; `None` when it
 /// does not exist.
 fn read_capped(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    read_capped_at(path, MAX_RECORD_BYTES)
+}
+
+/// [`read_capped`] with a cap of the caller's.
+pub(super) fn read_capped_at(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, StoreError> {
     let err = |e: &std::io::Error| StoreError::Local {
         path: path.display().to_string(),
         reason: e.to_string(),
+    };
+    let too_big = |n: u64| {
+        StoreError::Config(format!(
+            "{} is {n} bytes, over the {cap}-byte cap",
+            path.display()
+        ))
     };
     let file = match fs::File::open(path) {
         Ok(f) => f,
@@ -263,15 +274,15 @@ fn read_capped(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
         Err(e) => return Err(err(&e)),
     };
     let len = file.metadata().map_err(|e| err(&e))?.len();
-    if len > MAX_RECORD_BYTES {
+    if len > cap {
         return Err(too_big(len));
     }
     let mut buf = Vec::with_capacity(len as usize);
     use std::io::Read as _;
-    file.take(MAX_RECORD_BYTES + 1)
+    file.take(cap + 1)
         .read_to_end(&mut buf)
         .map_err(|e| err(&e))?;
-    if buf.len() as u64 > MAX_RECORD_BYTES {
+    if buf.len() as u64 > cap {
         return Err(too_big(buf.len() as u64));
     }
     Ok(Some(buf))
@@ -280,7 +291,7 @@ fn read_capped(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
 /// Write `name` in `dir` whole or not at all: a private temp file, fsync,
 /// then a link to the final name that fails if it exists (so a record is
 /// never replaced), and the folder fsynced so the name survives a crash.
-fn write_new_file(dir: &Path, name: &str, body: &[u8]) -> Result<(), StoreError> {
+pub(super) fn write_new_file(dir: &Path, name: &str, body: &[u8]) -> Result<(), StoreError> {
     let fin = dir.join(name);
     let err = |p: &Path, e: &std::io::Error| StoreError::Local {
         path: p.display().to_string(),
