@@ -199,6 +199,43 @@ impl Budget {
         }
     }
 
+    /// Reserves `bytes`, waiting in FIFO order for at most `wait`, past
+    /// the queue's length cap: for callers whose number is bounded
+    /// elsewhere (tasks).
+    pub async fn reserve_patient(
+        &self,
+        bytes: u64,
+        what: &'static str,
+        wait: Duration,
+    ) -> Result<Reservation, Busy> {
+        let inner = &self.inner;
+        let permits = inner.permits_for(bytes)?;
+        if let Ok(permit) = Arc::clone(&inner.semaphore).try_acquire_many_owned(permits) {
+            return Ok(self.admit(permit, bytes));
+        }
+        inner.queued.fetch_add(1, Ordering::AcqRel);
+        let slot = QueueSlot {
+            queued: &inner.queued,
+        };
+        tracing::debug!(what, bytes, "memory budget: waiting (patient)");
+        let started = Instant::now();
+        let acquire = Arc::clone(&inner.semaphore).acquire_many_owned(permits);
+        let outcome = tokio::time::timeout(wait, acquire).await;
+        let retry_after = inner.retry_after();
+        drop(slot);
+        match outcome {
+            Ok(Ok(permit)) => Ok(self.admit(permit, bytes)),
+            Ok(Err(_closed)) => Err(inner.exhausted()),
+            Err(_elapsed) => {
+                inner.rejections_busy.fetch_add(1, Ordering::Relaxed);
+                Err(Busy::Timeout {
+                    waited: started.elapsed(),
+                    retry_after,
+                })
+            }
+        }
+    }
+
     /// Reserves `bytes` only if they are free now.
     pub fn try_reserve(&self, bytes: u64) -> Result<Reservation, Busy> {
         let permits = self.inner.permits_for(bytes)?;

@@ -104,6 +104,10 @@ pub struct Job {
     /// Input files the body streams from; kept until every run of the
     /// job has ended.
     _inputs: Arc<Vec<Prepared>>,
+    /// How long the call may wait for admission past the queue's length
+    /// cap (a task: nobody holds a connection open for it, and their
+    /// number is capped by `tasks::TaskSettings::max_running`).
+    patience: Option<Duration>,
 }
 
 impl Job {
@@ -116,6 +120,7 @@ impl Job {
             parent: None,
             count: req.count,
             _inputs: Arc::new(Vec::new()),
+            patience: None,
         }
     }
 
@@ -142,6 +147,7 @@ impl Job {
             parent: None,
             count,
             _inputs: Arc::new(keep),
+            patience: None,
         }
     }
 
@@ -160,6 +166,7 @@ impl Job {
             parent: self.parent.clone(),
             count: 1,
             _inputs: Arc::clone(&self._inputs),
+            patience: self.patience,
         }
     }
 
@@ -173,6 +180,13 @@ impl Job {
     /// waits (rmcp's per-request service over stateless HTTP).
     pub fn with_overhead(mut self, bytes: u64) -> Self {
         self.extra_reservation += bytes;
+        self
+    }
+
+    /// Let the call wait up to `wait` for admission, outside the queue's
+    /// length cap (tasks).
+    pub fn with_patience(mut self, wait: Option<Duration>) -> Self {
+        self.patience = wait;
         self
     }
 }
@@ -421,7 +435,12 @@ impl Pipeline {
         let _call = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
-            r = self.calls.reserve(waiting, job.prefix) => r?,
+            r = async {
+                match job.patience {
+                    Some(wait) => self.calls.reserve_patient(waiting, job.prefix, wait).await,
+                    None => self.calls.reserve(waiting, job.prefix).await,
+                }
+            } => r?,
         };
         progress.stage(Stage::Requesting);
         let started = Instant::now();
