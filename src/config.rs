@@ -437,6 +437,23 @@ pub struct Config {
     #[arg(long, env = "NANO_BANANA_QUEUE_TIMEOUT_SECS", default_value_t = 30)]
     pub queue_timeout_secs: u64,
 
+    /// When an image tool call from a client that declared the MCP Tasks
+    /// extension runs as a durable task: `auto` (2K/4K, gemini-3-pro-image,
+    /// n > 1), `always`, or `off` (the extension is not advertised).
+    #[arg(long, env = "NANO_BANANA_TASKS", value_enum, default_value_t = crate::tasks::TaskMode::Auto)]
+    pub tasks: crate::tasks::TaskMode,
+    /// How long a task's record is kept after the task was created (seconds).
+    #[arg(long, env = "NANO_BANANA_TASK_TTL_SECS", default_value_t = 3600)]
+    pub task_ttl_secs: u64,
+    /// Tasks one server runs or queues at once; more are refused as busy.
+    #[arg(long, env = "NANO_BANANA_MAX_TASKS", default_value_t = 1000)]
+    pub max_tasks: usize,
+    /// Tasks that may be asking Gemini or streaming at once; the rest wait
+    /// their turn holding only their arguments. Default: derived from the
+    /// memory plan.
+    #[arg(long, env = "NANO_BANANA_MAX_ADMITTED_TASKS")]
+    pub max_admitted_tasks: Option<usize>,
+
     /// Benchmark reference: process responses the old server's way (buffer,
     /// parse, decode, upload whole). Never use in production.
     #[arg(long, env = "NANO_BANANA_NAIVE_REFERENCE", default_value_t = false, action = clap::ArgAction::Set, hide = true)]
@@ -591,6 +608,13 @@ impl Config {
             transport,
             allow_configure_token,
             stateless,
+            tasks: crate::tasks::TaskSettings {
+                mode: self.tasks,
+                ttl: Duration::from_secs(self.task_ttl_secs.max(60)),
+                max_running: self.max_tasks.max(1),
+                max_admitted: self.max_admitted_tasks.unwrap_or(0),
+                ..crate::tasks::TaskSettings::default()
+            },
         }
     }
 

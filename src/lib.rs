@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod preview;
 pub mod secret;
 pub mod store;
+pub mod tasks;
 pub mod testkit;
 pub mod transport;
 

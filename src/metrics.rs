@@ -91,6 +91,10 @@ const GAUGES: &[(&str, &str)] = &[
         "block_pool_free_blocks",
         "Free block buffers kept for reuse",
     ),
+    (
+        "tasks_running",
+        "Durable tasks this server runs or queues now",
+    ),
 ];
 
 pub struct Metrics {
@@ -272,6 +276,7 @@ impl Metrics {
         b: &crate::memory::BudgetStats,
         calls: &crate::memory::BudgetStats,
         pool_free_blocks: usize,
+        tasks_running: usize,
     ) -> String {
         let set = |name: &'static str, v: u64| {
             if let Some((_, g)) = self.gauges.iter().find(|(n, _)| *n == name) {
@@ -312,6 +317,7 @@ impl Metrics {
             set("cgroup_memory_usage_bytes", u);
         }
         set("block_pool_free_blocks", pool_free_blocks as u64);
+        set("tasks_running", tasks_running as u64);
         // The budgets count rejections themselves; mirror their total.
         let seen = self.busy.get();
         let total = b.rejections_busy + calls.rejections_busy;

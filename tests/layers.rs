@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["secret", "memory", "capped"],
     &["extract"],
     &["gemini", "store", "preview"],
-    &["inputs"],
+    &["inputs", "tasks"],
     &["pipeline"],
     &["metrics"],
     &["app"],

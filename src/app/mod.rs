@@ -69,6 +69,7 @@ pub struct AppSettings {
     pub allow_configure_token: bool,
     /// HTTP without MCP sessions (continue_editing cannot work).
     pub stateless: bool,
+    pub tasks: crate::tasks::TaskSettings,
 }
 
 /// Which models calls may name, what they cost, and the spend cap.
@@ -170,6 +171,8 @@ pub struct App {
     /// Where `configure_gemini_token {persist: true}` writes the key.
     pub key_file: Option<PathBuf>,
     pub started: Instant,
+    /// Durable tasks (the MCP Tasks extension), in the same store.
+    pub tasks: Arc<crate::tasks::Tasks>,
 }
 
 pub type SharedApp = Arc<App>;
@@ -331,8 +334,18 @@ impl App {
             max_queue: 0,
             queue_timeout: Duration::ZERO,
         });
+        let mut task_settings = s.tasks.clone();
+        if task_settings.max_admitted == 0 {
+            // A sixth: measured in 128 MiB (BENCHMARKS.md, "Tasks"), 100
+            // tasks at Gemini at once peaked at 91 MiB, 200 were OOM-killed.
+            task_settings.max_admitted = usize::try_from(plan.max_waiting / 6)
+                .unwrap_or(usize::MAX)
+                .max(1);
+        }
+        let tasks = crate::tasks::Tasks::new(Arc::clone(&store), task_settings);
         Ok(App {
             bodies,
+            tasks,
             pipeline: Pipeline {
                 gemini,
                 store,
@@ -380,6 +393,7 @@ impl App {
             &self.budget().stats(),
             &self.pipeline.calls.stats(),
             self.pipeline.pool.stats().free,
+            self.tasks.running(),
         )
     }
 
