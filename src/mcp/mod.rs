@@ -6,6 +6,7 @@
 //! errors are left to rmcp.
 
 mod sessions;
+mod tasks;
 pub mod wire;
 
 use std::sync::Arc;
@@ -192,6 +193,16 @@ const MAX_PROGRESS_TOKEN_BYTES: usize = 1024;
 /// (progress is advice; the result is what counts).
 const PROGRESS_QUEUE: usize = 16;
 
+/// While a call that asked for progress waits (Gemini can think for a
+/// minute and more before the first byte), a notification goes out at
+/// least this often, so clients that reset their timeout on progress
+/// keep waiting (README, "Long generations").
+pub const PROGRESS_KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// How long a task may wait for admission (the queue's length cap does
+/// not apply: tasks are capped by their own count).
+const TASK_ADMISSION_WAIT: Duration = Duration::from_secs(600);
+
 /// What a tool call needs from the transport that carries it: a token
 /// that is cancelled when the client goes away or cancels, where to send
 /// progress (if the client asked for it), and what the transport itself
@@ -204,6 +215,8 @@ pub struct CallCtx {
     /// (a `data:` URI can be megabytes) live until the inputs are files,
     /// so it is released then, not when the body was parsed.
     body: std::sync::Mutex<Option<crate::memory::Reservation>>,
+    /// A task's run: admission may wait past the queue's length cap.
+    patient: bool,
 }
 
 /// What rmcp's per-request service holds for a stateless HTTP call:
@@ -234,6 +247,7 @@ impl CallCtx {
             },
             // rmcp's path: the transport holds the payment to the end.
             body: std::sync::Mutex::new(None),
+            patient: false,
         }
     }
 
@@ -253,6 +267,19 @@ impl CallCtx {
             progress: None,
             overhead: 0,
             body: std::sync::Mutex::new(body),
+            patient: false,
+        }
+    }
+
+    /// A task's run: nobody waits on a connection for it; it ends when
+    /// `ct` is cancelled (a cancel, the shutdown, a lost record).
+    pub fn task(ct: CancellationToken) -> Self {
+        Self {
+            ct,
+            progress: None,
+            overhead: 0,
+            body: std::sync::Mutex::new(None),
+            patient: true,
         }
     }
 }
@@ -304,44 +331,27 @@ impl Service {
 /// (`finish`).
 struct McpProgress<'a> {
     app: &'a crate::app::App,
-    token: Option<ProgressToken>,
-    tx: Option<tokio::sync::mpsc::Sender<ProgressNotificationParam>>,
+    tx: Option<tokio::sync::mpsc::Sender<String>>,
     sender: Option<tokio::task::JoinHandle<()>>,
-    step: AtomicU64,
 }
 
 impl<'a> McpProgress<'a> {
     fn new(app: &'a crate::app::App, call: &CallCtx) -> Self {
-        let token = call.progress.as_ref().map(|(t, _)| t.clone());
         let (tx, sender) = match &call.progress {
-            Some((_, peer)) => {
-                let (tx, mut rx) = tokio::sync::mpsc::channel(PROGRESS_QUEUE);
-                let peer = peer.clone();
-                let sender = tokio::spawn(async move {
-                    while let Some(p) = rx.recv().await {
-                        let _ = peer.notify_progress(p).await;
-                    }
-                });
+            Some((token, peer)) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(PROGRESS_QUEUE);
+                let sender = tokio::spawn(send_progress(token.clone(), peer.clone(), rx));
                 (Some(tx), Some(sender))
             }
             None => (None, None),
         };
-        Self {
-            app,
-            token,
-            tx,
-            sender,
-            step: AtomicU64::new(0),
-        }
+        Self { app, tx, sender }
     }
 
     fn send(&self, message: String) {
-        let (Some(token), Some(tx)) = (&self.token, &self.tx) else {
-            return;
-        };
-        let progress = self.step.fetch_add(1, Ordering::Relaxed) as f64 + 1.0;
-        let param = ProgressNotificationParam::new(token.clone(), progress).with_message(message);
-        let _ = tx.try_send(param);
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(message);
+        }
     }
 
     /// Let every queued notification go out (bounded), so none arrives
@@ -351,6 +361,37 @@ impl<'a> McpProgress<'a> {
         if let Some(sender) = self.sender.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), sender).await;
         }
+    }
+}
+
+/// One call's notifications, in order, numbered; when nothing happened
+/// for `PROGRESS_KEEPALIVE`, the last message again with the time so far.
+async fn send_progress(
+    token: ProgressToken,
+    peer: Peer<RoleServer>,
+    mut rx: tokio::sync::mpsc::Receiver<String>,
+) {
+    let started = tokio::time::Instant::now();
+    let mut quiet = tokio::time::interval_at(started + PROGRESS_KEEPALIVE, PROGRESS_KEEPALIVE);
+    quiet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = String::from("started");
+    let mut step = 0u64;
+    loop {
+        let message = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => {
+                    quiet.reset();
+                    last.clone_from(&m);
+                    m
+                }
+                None => break,
+            },
+            _ = quiet.tick() => format!("{last} ({} s so far)", started.elapsed().as_secs()),
+        };
+        step += 1;
+        let param =
+            ProgressNotificationParam::new(token.clone(), step as f64).with_message(message);
+        let _ = peer.notify_progress(param).await;
     }
 }
 
@@ -513,7 +554,9 @@ impl ImageServer {
 impl ImageServer {
     async fn run_job(&self, tool: &'static str, job: Job, call: &CallCtx) -> CallToolResult {
         let progress = McpProgress::new(&self.app, call);
-        let job = job.with_overhead(call.overhead);
+        let job = job
+            .with_overhead(call.overhead)
+            .with_patience(call.patient.then_some(TASK_ADMISSION_WAIT));
         // n images are n separate runs of the job, in parallel, each with
         // its own reservations; the call waits for all of them.
         let mut jobs: Vec<Job> = (1..job.count).map(|_| job.again()).collect();
@@ -772,6 +815,8 @@ impl ImageServer {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_seconds: self.app.started.elapsed().as_secs(),
             memory: wire::MemoryStatus::read(&self.app),
+            tasks: format!("{:?}", self.app.tasks.settings().mode).to_lowercase(),
+            tasks_running: self.app.tasks.running(),
             hint: (!configured).then(|| {
                 "set GEMINI_API_KEY in the server's environment, or call configure_gemini_token"
                     .into()
@@ -851,6 +896,44 @@ fn image_resource(img: &StoredImage) -> Option<Resource> {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for ImageServer {
+    /// The image tools may become durable tasks (`tasks`); everything
+    /// else, and every call that does not, goes to the tool router.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        if let Some(task) = self.call_as_task(&request, &context).await {
+            return task;
+        }
+        let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        self.tool_router.call(tcc).await
+    }
+
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, ErrorData> {
+        self.get_task_result(&request.task_id).await
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.cancel(&request.task_id).await
+    }
+
+    async fn update_task(
+        &self,
+        request: rmcp::model::UpdateTaskParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.update(&request.task_id).await
+    }
+
     /// Only the caller's own images: this session's last one. Without
     /// sessions (stateless HTTP) the server cannot tell callers apart and
     /// lists nothing; any image is still readable by its id.
@@ -924,12 +1007,15 @@ impl ServerHandler for ImageServer {
     }
 
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_resources()
-                .build(),
-        )
+        let caps = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources();
+        let caps = if self.app.tasks.settings().mode == crate::tasks::TaskMode::Off {
+            caps.build()
+        } else {
+            caps.enable_tasks().build()
+        };
+        ServerConfig::new(caps)
             .with_server_info(Implementation::new("nano-banana-mcp", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Image generation with Google's Gemini image models. generate_image makes a new image from a prompt; edit_image edits an image given by path or URL; continue_editing edits an earlier image: pass the imageId its result returned (any replica, no session needed). Results carry a URL (or a file path for local storage) and the imageId; stored images are also resources, nano-banana://images/{imageId}.",

@@ -442,5 +442,9 @@ pub struct ConfigurationStatus {
     pub version: String,
     pub uptime_seconds: u64,
     pub memory: MemoryStatus,
+    /// When image calls become durable tasks (`off`, `auto`, `always`),
+    /// and how many this server runs now.
+    pub tasks: String,
+    pub tasks_running: usize,
     pub hint: Option<String>,
 }

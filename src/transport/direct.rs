@@ -133,8 +133,12 @@ pub fn take(headers: &HeaderMap, body: &[u8]) -> Option<Direct> {
     let meta = env.params.meta.unwrap_or_default();
     // Progress goes out over SSE (rmcp's); a version that does not parse
     // is rmcp's to judge.
+    // A client that takes tasks may get one (mcp::tasks decides).
     if meta.contains_key("progressToken")
         || (meta.contains_key(VERSION_KEY) && meta.protocol_version().is_none())
+        || meta
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks())
     {
         return None;
     }

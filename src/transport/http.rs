@@ -416,6 +416,7 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
         .with_state(Arc::clone(&state));
 
     let purger = app.spawn_idle_purger();
+    let task_beat = app.tasks.spawn_background();
     let stop_accepting = CancellationToken::new();
     let conn_limits = ConnLimits {
         max_connections,
@@ -474,13 +475,19 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
         grace_s = cfg.shutdown_grace.as_secs(),
         "draining"
     );
-    while app.calls().stats().in_flight > 0 && started.elapsed() < cfg.shutdown_grace {
+    // Tasks run on with nobody connected: they are waited for too.
+    let busy = || app.calls().stats().in_flight + app.tasks.running();
+    while busy() > 0 && started.elapsed() < cfg.shutdown_grace {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let left = app.calls().stats().in_flight;
+    let left = busy();
     if left > 0 {
         tracing::warn!(left, "grace period over; abandoning calls still in flight");
     }
+    // What is left of the tasks is stopped and recorded as failed, so no
+    // poller waits for a heartbeat that will not come.
+    app.tasks.shutdown(Duration::from_secs(5)).await;
+    task_beat.abort();
     sessions_closed.cancel();
     stop_accepting.cancel();
     // Open connections get a moment to see their streams end.

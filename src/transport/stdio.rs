@@ -27,6 +27,7 @@ use crate::mcp::Service;
 pub async fn serve(service: Service, max_line_bytes: usize) -> Result<(), StartError> {
     let app = service.app().clone();
     let purger = app.spawn_idle_purger();
+    let task_beat = app.tasks.spawn_background();
     let (stdin, stdout) = rmcp::transport::stdio();
     // rmcp reads from and writes to pipes of ours: the feeder answers
     // lines that are not JSON, the writer puts those answers between
@@ -56,6 +57,9 @@ pub async fn serve(service: Service, max_line_bytes: usize) -> Result<(), StartE
             );
         }
     }
+    // Tasks cannot outlive the process: record them as failed.
+    app.tasks.shutdown(Duration::from_secs(5)).await;
+    task_beat.abort();
     purger.abort();
     feeder.abort();
     // What rmcp wrote last (results of calls that finished) still goes out.
