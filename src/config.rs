@@ -446,8 +446,9 @@ pub struct Config {
     #[arg(long, env = "NANO_BANANA_TASK_TTL_SECS", default_value_t = 3600)]
     pub task_ttl_secs: u64,
     /// Tasks one server runs or queues at once; more are refused as busy.
-    #[arg(long, env = "NANO_BANANA_MAX_TASKS", default_value_t = 1000)]
-    pub max_tasks: usize,
+    /// Default: 1.5 × the waiting calls the memory plan admits, at most 1000.
+    #[arg(long, env = "NANO_BANANA_MAX_TASKS")]
+    pub max_tasks: Option<usize>,
     /// Tasks that may be asking Gemini or streaming at once; the rest wait
     /// their turn holding only their arguments. Default: derived from the
     /// memory plan.
@@ -611,7 +612,7 @@ impl Config {
             tasks: crate::tasks::TaskSettings {
                 mode: self.tasks,
                 ttl: Duration::from_secs(self.task_ttl_secs.max(60)),
-                max_running: self.max_tasks.max(1),
+                max_running: self.max_tasks.unwrap_or(0),
                 max_admitted: self.max_admitted_tasks.unwrap_or(0),
                 ..crate::tasks::TaskSettings::default()
             },

@@ -56,6 +56,7 @@ pub struct TaskSettings {
     /// A working record whose heartbeat is older than this lost its owner.
     pub stale_after: Duration,
     /// Tasks one replica runs (or waits to run) at once; more are refused.
+    /// 0: 1.5 × the plan's waiting calls, at most 1000 (`app` fills it in).
     pub max_running: usize,
     /// Tasks that may be past admission at once (asking Gemini, streaming);
     /// the others wait, holding only their arguments. 0: a sixth of the

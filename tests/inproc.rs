@@ -307,6 +307,89 @@ async fn progress_until_result(
     }
 }
 
+type RawLines =
+    tokio::io::Lines<tokio::io::BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>>;
+
+/// A raw MCP session on the in-process server, initialized: what the
+/// server writes, line by line, and where to write.
+async fn raw_session(s: &InProc) -> (tokio::io::WriteHalf<tokio::io::DuplexStream>, RawLines) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let service = Service::new(
+        Arc::clone(&s.app),
+        nano_banana_mcp::mcp::SessionSettings {
+            max: 10,
+            ttl: std::time::Duration::from_secs(60),
+        },
+    );
+    let (server_io, client_io) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        if let Ok(running) = service.session().serve(server_io).await {
+            let _ = running.waiting().await;
+        }
+    });
+    let (read, mut write) = tokio::io::split(client_io);
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    for v in [
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ] {
+        write
+            .write_all(format!("{v}\n").as_bytes())
+            .await
+            .expect("write");
+        if v["id"] == 0 {
+            let _ = progress_until_result(&mut lines, 0).await;
+        }
+    }
+    (write, lines)
+}
+
+/// While a call waits for Gemini, progress keeps coming at least every
+/// PROGRESS_KEEPALIVE (5 s), so a client that resets its timeout on
+/// progress keeps waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_keeps_coming_while_gemini_thinks() {
+    use tokio::io::AsyncWriteExt as _;
+    let fake = fake().await;
+    let s = InProc::start(&fake, &[]).await;
+    let (mut write, mut lines) = raw_session(&s).await;
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "generate_image",
+        "arguments": {"prompt": "slow fake:latency=16000 fake:size=50000"},
+        "_meta": {"progressToken": "k"}}});
+    write
+        .write_all(format!("{call}\n").as_bytes())
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut at = Vec::new();
+    loop {
+        let line = lines.next_line().await.expect("read").expect("a line");
+        let v: Value = serde_json::from_str(&line).expect("JSON-RPC");
+        if v["method"] == "notifications/progress" {
+            let msg = v["params"]["message"].as_str().unwrap_or("").to_string();
+            at.push((started.elapsed().as_secs_f64(), msg));
+        } else if v["id"] == 1 {
+            assert!(v["result"]["isError"] != true, "{v}");
+            break;
+        }
+    }
+    let keepalive: Vec<f64> = at
+        .iter()
+        .filter(|(_, m)| m.contains("s so far"))
+        .map(|(t, _)| *t)
+        .collect();
+    // 16 s of waiting: at 5, 10 and 15 s.
+    assert_eq!(keepalive.len(), 3, "{at:?}");
+    for w in keepalive.windows(2) {
+        assert!((4.5..5.8).contains(&(w[1] - w[0])), "{at:?}");
+    }
+    let gaps: Vec<f64> = at.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(gaps.iter().all(|g| *g < 5.8), "a silence over 5 s: {at:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_written_in_order_and_before_the_result() {
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};

@@ -251,7 +251,20 @@ async fn across_replicas(
     .await;
     assert_eq!(r["result"]["isError"], false, "{r}");
     assert!(r["result"].get("taskId").is_none(), "{r}");
-    assert_eq!(images(dir, azure).await.len(), 3);
+    // Arguments a waiting task would have to keep (over 4 KiB) are served
+    // synchronously, where the body stays paid for.
+    let long = format!("{} fake:size=20000", "a long prompt ".repeat(400));
+    let r = rpc(
+        &a.base,
+        "tools/call",
+        "generate_image",
+        json!({"name": "generate_image", "arguments": {"prompt": long, "imageSize": "2K"}}),
+        true,
+    )
+    .await;
+    assert_eq!(r["result"]["isError"], false, "{r}");
+    assert!(r["result"].get("taskId").is_none(), "{r}");
+    assert_eq!(images(dir, azure).await.len(), 4);
 
     // Cancelled on B while A waits for Gemini: A stops, nothing is kept.
     let id = start_task(
@@ -271,7 +284,7 @@ async fn across_replicas(
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         images(dir, azure).await.len(),
-        3,
+        4,
         "a cancelled task stored something"
     );
 

@@ -342,6 +342,13 @@ impl App {
                 .unwrap_or(usize::MAX)
                 .max(1);
         }
+        if task_settings.max_running == 0 {
+            // A task waiting its turn holds ~16 KiB (measured, BENCHMARKS.md
+            // "Tasks") and at most 4 KiB of arguments.
+            task_settings.max_running = usize::try_from(plan.max_waiting * 3 / 2)
+                .unwrap_or(usize::MAX)
+                .clamp(1, 1000);
+        }
         let tasks = crate::tasks::Tasks::new(Arc::clone(&store), task_settings);
         Ok(App {
             bodies,

@@ -22,6 +22,12 @@ use crate::gemini::models;
 use crate::store::tasks::{TaskId, TaskRecord, TaskState};
 use crate::tasks::{Finished, TaskMode, rpc_error};
 
+/// The largest arguments a task keeps while it waits for its turn: a
+/// prompt of a few KiB. A call with more (a long prompt, a `data:` URI) is
+/// served synchronously, where its body stays paid for until its inputs
+/// are files; so a waiting task holds at most this and its future.
+pub const MAX_TASK_ARGUMENT_BYTES: usize = 4 << 10;
+
 fn rfc3339(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64)
         .unwrap_or_default()
@@ -119,6 +125,14 @@ impl ImageServer {
                 .client_capabilities()
                 .is_some_and(|c| c.supports_tasks())
         {
+            return None;
+        }
+        let size = serde_json::to_vec(&request.arguments).map_or(usize::MAX, |v| v.len());
+        if size > MAX_TASK_ARGUMENT_BYTES {
+            tracing::debug!(
+                size,
+                "arguments too large to keep in a waiting task; served synchronously"
+            );
             return None;
         }
         let call = DirectCall::parse(&request.name, request.arguments.clone())?;
