@@ -392,39 +392,17 @@ async fn progress_keeps_coming_while_gemini_thinks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_written_in_order_and_before_the_result() {
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let fake = fake().await;
     let s = InProc::start(&fake, &[]).await;
     // The raw wire, so that what is checked is the order the server wrote.
-    let service = Service::new(
-        Arc::clone(&s.app),
-        nano_banana_mcp::mcp::SessionSettings {
-            max: 10,
-            ttl: std::time::Duration::from_secs(60),
-        },
-    );
-    let (server_io, client_io) = tokio::io::duplex(1 << 20);
-    tokio::spawn(async move {
-        if let Ok(running) = service.session().serve(server_io).await {
-            let _ = running.waiting().await;
-        }
-    });
-    let (read, mut write) = tokio::io::split(client_io);
-    let mut lines = tokio::io::BufReader::new(read).lines();
+    let (mut write, mut lines) = raw_session(&s).await;
     let mut send = async |v: Value| {
         write
             .write_all(format!("{v}\n").as_bytes())
             .await
             .expect("write");
     };
-    send(
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"}}}),
-    )
-    .await;
-    let _ = progress_until_result(&mut lines, 0).await;
-    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
     for id in 1..=10u64 {
         send(
             json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
