@@ -374,6 +374,30 @@ pub struct Config {
     #[arg(long, env = "NANO_BANANA_DAILY_SPEND_CAP_USD")]
     pub daily_spend_cap_usd: Option<f64>,
 
+    // --- Principals (who is calling: a token's subject or label) ---
+    /// Calls one principal may start per minute, per replica. Default: no limit.
+    #[arg(
+        long,
+        env = "NANO_BANANA_PRINCIPAL_CALLS_PER_MINUTE",
+        default_value_t = 0
+    )]
+    pub principal_calls_per_minute: u32,
+    /// Calls one principal may have running at once, per replica. Default: no limit.
+    #[arg(
+        long,
+        env = "NANO_BANANA_PRINCIPAL_CONCURRENT_CALLS",
+        default_value_t = 0
+    )]
+    pub principal_concurrent_calls: u32,
+    /// Estimated US dollars one principal may spend per UTC day, per
+    /// replica. Default: no cap (the server-wide cap still applies).
+    #[arg(long, env = "NANO_BANANA_PRINCIPAL_DAILY_SPEND_USD")]
+    pub principal_daily_spend_usd: Option<f64>,
+    /// Every principal may read, continue from and cancel every image and
+    /// task. Default: each only their own.
+    #[arg(long, env = "NANO_BANANA_SHARED_ACCESS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub shared_access: bool,
+
     // --- Storage ---
     /// Azure Storage connection string (account key, SAS, or
     /// UseDevelopmentStorage=true). Without it, images go to --output-dir.
@@ -558,6 +582,11 @@ impl Config {
         {
             return Err("--daily-spend-cap-usd must be a number of dollars >= 0".into());
         }
+        if let Some(cap) = self.principal_daily_spend_usd
+            && !(cap.is_finite() && cap >= 0.0)
+        {
+            return Err("--principal-daily-spend-usd must be a number of dollars >= 0".into());
+        }
         if self.gemini_max_attempts == 0 {
             return Err("--gemini-max-attempts must be at least 1".into());
         }
@@ -595,6 +624,14 @@ impl Config {
                 allowed: self.allowed_models.clone(),
                 prices: self.prices.clone(),
                 daily_cap_usd: self.daily_spend_cap_usd,
+            },
+            principals: crate::app::PrincipalSettings {
+                limits: crate::pipeline::quota::QuotaSettings {
+                    calls_per_minute: self.principal_calls_per_minute,
+                    concurrent: self.principal_concurrent_calls,
+                    daily_spend_usd: self.principal_daily_spend_usd,
+                },
+                shared: self.shared_access,
             },
             store: self.store_config(),
             inputs: crate::app::InputSettings {

@@ -111,6 +111,7 @@ pub struct Metrics {
     spend: Family<Labels, Counter<f64, AtomicU64>>,
     search_queries: Family<Labels, Counter>,
     spend_refusals: Counter,
+    principal_refusals: Counter,
 }
 
 impl Default for Metrics {
@@ -186,6 +187,12 @@ impl Metrics {
             "Calls refused because the daily spend cap was reached",
             spend_refusals.clone(),
         );
+        let principal_refusals = Counter::default();
+        registry.register(
+            "principal_limit_refusals",
+            "Calls refused by a per-principal limit (calls per minute, calls at once)",
+            principal_refusals.clone(),
+        );
         let mut gauges = Vec::new();
         for (name, help) in GAUGES {
             let g = Gauge::default();
@@ -206,6 +213,7 @@ impl Metrics {
             spend,
             search_queries,
             spend_refusals,
+            principal_refusals,
         }
     }
 
@@ -235,6 +243,10 @@ impl Metrics {
 
     pub fn spend_refused(&self) {
         self.spend_refusals.inc();
+    }
+
+    pub fn principal_refused(&self) {
+        self.principal_refusals.inc();
     }
 
     /// Record one finished tool call; `outcome` is "ok" or an error kind.

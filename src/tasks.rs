@@ -166,6 +166,7 @@ impl Tasks {
     pub async fn start<F, Fut>(
         self: &Arc<Self>,
         tool: &str,
+        principal: Option<String>,
         run: F,
     ) -> Result<TaskRecord, StartError>
     where
@@ -192,6 +193,7 @@ impl Tasks {
             status_message: Some("generating".into()),
             result: None,
             error: None,
+            principal,
         };
         self.store.create_task(&rec).await?;
         let ct = CancellationToken::new();
@@ -482,7 +484,7 @@ mod tests {
         let a = Tasks::new(store(dir.path()), fast());
         let b = Tasks::new(store(dir.path()), fast());
         let rec = a
-            .start("generate_image", |_ct| async {
+            .start("generate_image", None, |_ct| async {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 Finished::Result(rpc_error(1, "the result"))
             })
@@ -503,7 +505,7 @@ mod tests {
         let b = Tasks::new(store(dir.path()), fast());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let rec = a
-            .start("generate_image", |ct| async move {
+            .start("generate_image", None, |ct| async move {
                 ct.cancelled().await;
                 let _ = tx.send(());
                 Finished::Error(rpc_error(-1, "stopped"))
@@ -532,7 +534,7 @@ mod tests {
         let b = Tasks::new(store(dir.path()), fast());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let rec = a
-            .start("generate_image", |ct| async move {
+            .start("generate_image", None, |ct| async move {
                 ct.cancelled().await;
                 let _ = tx.send(());
                 Finished::Result(rpc_error(1, "too late"))
@@ -572,7 +574,7 @@ mod tests {
         for _ in 0..3 {
             let (started, mut released) = (started.clone(), released.clone());
             let rec = a
-                .start("generate_image", move |_ct| async move {
+                .start("generate_image", None, move |_ct| async move {
                     started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let _ = released.wait_for(|r| *r).await;
                     Finished::Result(Map::new())
@@ -599,7 +601,7 @@ mod tests {
         let mut ids = Vec::new();
         for _ in 0..2 {
             let rec = a
-                .start("generate_image", |ct| async move {
+                .start("generate_image", None, |ct| async move {
                     ct.cancelled().await;
                     Finished::Result(rpc_error(1, "no"))
                 })
@@ -608,7 +610,9 @@ mod tests {
             ids.push(TaskId::parse(&rec.task_id).unwrap());
         }
         let third = a
-            .start("generate_image", |_| async { Finished::Result(Map::new()) })
+            .start("generate_image", None, |_| async {
+                Finished::Result(Map::new())
+            })
             .await;
         assert!(matches!(third, Err(StartError::Full(2))));
         a.shutdown(Duration::from_secs(5)).await;

@@ -70,6 +70,7 @@ pub struct AppSettings {
     /// HTTP without MCP sessions (continue_editing cannot work).
     pub stateless: bool,
     pub tasks: crate::tasks::TaskSettings,
+    pub principals: PrincipalSettings,
 }
 
 /// Which models calls may name, what they cost, and the spend cap.
@@ -79,6 +80,16 @@ pub struct ModelSettings {
     pub allowed: Option<Vec<String>>,
     pub prices: Option<std::path::PathBuf>,
     pub daily_cap_usd: Option<f64>,
+}
+
+/// Who may see what, and how much each caller may do.
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalSettings {
+    /// Limits per principal (`pipeline::quota`).
+    pub limits: crate::pipeline::quota::QuotaSettings,
+    /// Every principal may read, continue from and cancel every image and
+    /// task (one team, one pool). Off: only their own.
+    pub shared: bool,
 }
 
 impl ModelSettings {
@@ -168,6 +179,8 @@ pub struct App {
     pub transport: Transport,
     pub allow_configure_token: bool,
     pub stateless: bool,
+    /// Every principal sees every image and task (`PrincipalSettings`).
+    pub shared_access: bool,
     /// Where `configure_gemini_token {persist: true}` writes the key.
     pub key_file: Option<PathBuf>,
     pub started: Instant,
@@ -369,6 +382,7 @@ impl App {
                 allowed_models,
                 prices,
                 spend,
+                quotas: crate::pipeline::quota::Quotas::new(s.principals.limits),
             },
             fetcher,
             metrics: Metrics::new(),
@@ -377,6 +391,7 @@ impl App {
             transport: s.transport,
             allow_configure_token: s.allow_configure_token,
             stateless: s.stateless,
+            shared_access: s.principals.shared,
             key_file: keys::key_file(),
             started: Instant::now(),
         })

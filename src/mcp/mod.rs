@@ -127,6 +127,21 @@ fn is_admin(ctx: &RequestContext<RoleServer>) -> bool {
         .is_some_and(|p| p.extensions.get::<AdminCaller>().is_some())
 }
 
+/// Who is calling, put on a request by the HTTP transport once its token
+/// was accepted: the token's subject (OAuth), or the static token's label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: String,
+}
+
+/// The principal the transport put on this request, if any.
+fn caller(ctx: &RequestContext<RoleServer>) -> Option<String> {
+    ctx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Principal>())
+        .map(|p| p.id.clone())
+}
+
 fn tool_error(msg: impl std::fmt::Display) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(msg.to_string())])
 }
@@ -217,6 +232,8 @@ pub struct CallCtx {
     body: std::sync::Mutex<Option<crate::memory::Reservation>>,
     /// A task's run: admission may wait past the queue's length cap.
     patient: bool,
+    /// Who is calling (`Principal::id`), when the transport knows.
+    principal: Option<String>,
 }
 
 /// What rmcp's per-request service holds for a stateless HTTP call:
@@ -248,6 +265,7 @@ impl CallCtx {
             // rmcp's path: the transport holds the payment to the end.
             body: std::sync::Mutex::new(None),
             patient: false,
+            principal: caller(ctx),
         }
     }
 
@@ -261,25 +279,31 @@ impl CallCtx {
 
     /// A call served without rmcp (no progress: the direct path takes
     /// only calls that did not ask for it).
-    pub fn direct(ct: CancellationToken, body: Option<crate::memory::Reservation>) -> Self {
+    pub fn direct(
+        ct: CancellationToken,
+        body: Option<crate::memory::Reservation>,
+        principal: Option<String>,
+    ) -> Self {
         Self {
             ct,
             progress: None,
             overhead: 0,
             body: std::sync::Mutex::new(body),
             patient: false,
+            principal,
         }
     }
 
     /// A task's run: nobody waits on a connection for it; it ends when
     /// `ct` is cancelled (a cancel, the shutdown, a lost record).
-    pub fn task(ct: CancellationToken) -> Self {
+    pub fn task(ct: CancellationToken, principal: Option<String>) -> Self {
         Self {
             ct,
             progress: None,
             overhead: 0,
             body: std::sync::Mutex::new(None),
             patient: true,
+            principal,
         }
     }
 }
@@ -315,9 +339,10 @@ impl Service {
         call: DirectCall,
         ct: CancellationToken,
         body: Option<crate::memory::Reservation>,
+        principal: Option<String>,
     ) -> CallToolResult {
         let server = self.session();
-        let ctx = CallCtx::direct(ct, body);
+        let ctx = CallCtx::direct(ct, body, principal);
         match call {
             DirectCall::Generate(args) => server.generate(args, &ctx).await,
             DirectCall::Edit(args) => server.edit(args, &ctx).await,
@@ -494,7 +519,10 @@ impl ImageServer {
         id: &str,
     ) -> Result<StoredImage, CallToolResult> {
         let id = ImageId::parse(id).map_err(|e| self.refused(tool, "input", tool_error(e)))?;
-        match self.inputs(tool, call, self.app.fetcher.find_image(&id)).await? {
+        let found = self
+            .inputs(tool, call, self.app.fetcher.find_image(&id))
+            .await?;
+        match found.filter(|(rec, _)| self.may_see(call.principal.as_deref(), rec.principal.as_deref(), "image", id.as_str())) {
             Some((rec, at)) => Ok(StoredImage::from_record(rec, at)),
             None => Err(self.refused(
                 tool,
@@ -536,6 +564,33 @@ impl ImageServer {
         self.inputs(tool, call, fetch).await
     }
 
+    /// Whether `viewer` may see what `owner` made: always when the operator
+    /// shares everything, when either has no identity (stdio, auth off,
+    /// records from before identities), else only their own. A refusal
+    /// looks to the caller exactly like an unknown id, so ids of others
+    /// reveal nothing; the log says why.
+    pub(crate) fn may_see(
+        &self,
+        viewer: Option<&str>,
+        owner: Option<&str>,
+        what: &'static str,
+        id: &str,
+    ) -> bool {
+        match (viewer, owner) {
+            _ if self.app.shared_access => true,
+            (Some(v), Some(o)) if v != o => {
+                tracing::info!(
+                    what,
+                    id,
+                    principal = v,
+                    "refused: it belongs to another principal"
+                );
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// The image a tool without imageId falls back to: this session's
     /// last, where sessions exist.
     fn session_last(&self) -> Result<StoredImage, &'static str> {
@@ -553,10 +608,24 @@ impl ImageServer {
 #[tool_router]
 impl ImageServer {
     async fn run_job(&self, tool: &'static str, job: Job, call: &CallCtx) -> CallToolResult {
+        let _pass = match self
+            .app
+            .pipeline
+            .quotas
+            .start_call(call.principal.as_deref())
+        {
+            Ok(p) => p,
+            Err(refusal) => {
+                tracing::info!(tool, principal = call.principal.as_deref().unwrap_or(""), reason = %refusal, "call refused by a per-principal limit");
+                self.app.metrics.principal_refused();
+                return self.refused(tool, "principal_limit", tool_error(refusal));
+            }
+        };
         let progress = McpProgress::new(&self.app, call);
         let job = job
             .with_overhead(call.overhead)
-            .with_patience(call.patient.then_some(TASK_ADMISSION_WAIT));
+            .with_patience(call.patient.then_some(TASK_ADMISSION_WAIT))
+            .with_principal(call.principal.clone());
         // n images are n separate runs of the job, in parallel, each with
         // its own reservations; the call waits for all of them.
         let mut jobs: Vec<Job> = (1..job.count).map(|_| job.again()).collect();
@@ -913,25 +982,26 @@ impl ServerHandler for ImageServer {
     async fn get_task(
         &self,
         request: rmcp::model::GetTaskParams,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetTaskResult, ErrorData> {
-        self.get_task_result(&request.task_id).await
+        self.get_task_result(&request.task_id, caller(&ctx).as_deref())
+            .await
     }
 
     async fn cancel_task(
         &self,
         request: rmcp::model::CancelTaskParams,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.cancel(&request.task_id).await
+        self.cancel(&request.task_id, caller(&ctx).as_deref()).await
     }
 
     async fn update_task(
         &self,
         request: rmcp::model::UpdateTaskParams,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.update(&request.task_id).await
+        self.update(&request.task_id, caller(&ctx).as_deref()).await
     }
 
     /// Only the caller's own images: this session's last one. Without
@@ -985,6 +1055,17 @@ impl ServerHandler for ImageServer {
             _ = ctx.ct.cancelled() => return Err(ErrorData::internal_error("cancelled", None)),
             r = self.app.fetcher.find_image(&id) => r,
         };
+        let viewer = caller(&ctx);
+        let found = found.map(|f| {
+            f.filter(|(rec, _)| {
+                self.may_see(
+                    viewer.as_deref(),
+                    rec.principal.as_deref(),
+                    "image",
+                    id.as_str(),
+                )
+            })
+        });
         match found {
             Ok(Some((rec, at))) => {
                 let img = StoredImage::from_record(rec, at);

@@ -187,6 +187,7 @@ mod tests {
             image_id: None,
             record_error: None,
             parent: None,
+            principal: None,
         }
     }
 

@@ -145,11 +145,12 @@ impl ImageServer {
             DirectCall::Continue(_) => "continue_editing",
         };
         let server = self.clone();
+        let principal = super::caller(ctx);
         let started = self
             .app
             .tasks
-            .start(tool, move |ct| async move {
-                let ctx = CallCtx::task(ct);
+            .start(tool, principal.clone(), move |ct| async move {
+                let ctx = CallCtx::task(ct, principal);
                 let result = match call {
                     DirectCall::Generate(args) => server.generate(args, &ctx).await,
                     DirectCall::Edit(args) => server.edit(args, &ctx).await,
@@ -171,7 +172,13 @@ impl ImageServer {
         }))
     }
 
-    pub(super) async fn get_task_result(&self, id: &str) -> Result<GetTaskResult, ErrorData> {
+    /// The task's record if `viewer` may see it; anything else looks
+    /// like an unknown id.
+    async fn visible_task(
+        &self,
+        id: &str,
+        viewer: Option<&str>,
+    ) -> Result<(TaskId, TaskRecord), ErrorData> {
         let tid = TaskId::parse(id).ok_or_else(|| unknown(id))?;
         let rec = self
             .app
@@ -179,13 +186,23 @@ impl ImageServer {
             .get(&tid)
             .await
             .map_err(store_error)?
+            .filter(|r| self.may_see(viewer, r.principal.as_deref(), "task", id))
             .ok_or_else(|| unknown(id))?;
+        Ok((tid, rec))
+    }
+
+    pub(super) async fn get_task_result(
+        &self,
+        id: &str,
+        viewer: Option<&str>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let (_, rec) = self.visible_task(id, viewer).await?;
         let poll = self.app.tasks.settings().poll_interval.as_millis() as u64;
         Ok(GetTaskResult::new(detailed(rec, poll)))
     }
 
-    pub(super) async fn cancel(&self, id: &str) -> Result<(), ErrorData> {
-        let tid = TaskId::parse(id).ok_or_else(|| unknown(id))?;
+    pub(super) async fn cancel(&self, id: &str, viewer: Option<&str>) -> Result<(), ErrorData> {
+        let (tid, _) = self.visible_task(id, viewer).await?;
         self.app
             .tasks
             .cancel(&tid)
@@ -195,14 +212,8 @@ impl ImageServer {
         Ok(())
     }
 
-    pub(super) async fn update(&self, id: &str) -> Result<(), ErrorData> {
-        let tid = TaskId::parse(id).ok_or_else(|| unknown(id))?;
-        self.app
-            .tasks
-            .get(&tid)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| unknown(id))?;
+    pub(super) async fn update(&self, id: &str, viewer: Option<&str>) -> Result<(), ErrorData> {
+        self.visible_task(id, viewer).await?;
         Err(ErrorData::invalid_params(
             "this server's tasks never ask for input; there is nothing to update",
             Some(json!({ "taskId": id })),
@@ -239,6 +250,7 @@ mod tests {
             status_message: Some("generating".into()),
             result: Some(Map::from_iter([("isError".into(), Value::Bool(false))])),
             error: None,
+            principal: None,
         }
     }
 

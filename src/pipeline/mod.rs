@@ -13,6 +13,7 @@
 mod images;
 mod naive;
 pub mod outcome;
+pub mod quota;
 pub mod spend;
 
 use std::sync::Arc;
@@ -108,6 +109,9 @@ pub struct Job {
     /// cap (a task: nobody holds a connection open for it, and their
     /// number is capped by `tasks::TaskSettings::max_running`).
     patience: Option<Duration>,
+    /// Who asked (`ImageRecord::principal`): written on every image the
+    /// job makes, and whose per-principal spend it counts against.
+    principal: Option<String>,
 }
 
 impl Job {
@@ -121,6 +125,7 @@ impl Job {
             count: req.count,
             _inputs: Arc::new(Vec::new()),
             patience: None,
+            principal: None,
         }
     }
 
@@ -148,6 +153,7 @@ impl Job {
             count,
             _inputs: Arc::new(keep),
             patience: None,
+            principal: None,
         }
     }
 
@@ -167,7 +173,15 @@ impl Job {
             count: 1,
             _inputs: Arc::clone(&self._inputs),
             patience: self.patience,
+            principal: self.principal.clone(),
         }
+    }
+
+    /// Name who asked: their id goes on every image record and their
+    /// daily spend counts this job.
+    pub fn with_principal(mut self, principal: Option<String>) -> Self {
+        self.principal = principal;
+        self
     }
 
     /// Name the recorded image this edit started from.
@@ -258,6 +272,8 @@ pub struct Pipeline {
     pub allowed_models: AllowedModels,
     pub prices: PriceTable,
     pub spend: spend::SpendCap,
+    /// Limits per principal (calls per minute, at once, spend per day).
+    pub quotas: quota::Quotas,
 }
 
 impl Pipeline {
@@ -379,9 +395,15 @@ impl Pipeline {
         cancel: &CancellationToken,
     ) -> (Result<StoredImage, PipelineError>, Option<Cost>) {
         let parent = job.parent.clone();
+        let principal = job.principal.clone();
         let model = job.request.model.clone();
-        // The spend cap is checked first: a refusal costs nothing.
-        let hold = match self.spend.hold(self.prices.upper_bound(&model)) {
+        // The spend caps are checked first: a refusal costs nothing.
+        let worst = self.prices.upper_bound(&model);
+        let own = match self.quotas.hold_spend(principal.as_deref(), worst) {
+            Ok(h) => h,
+            Err(e) => return (Err(PipelineError::SpendCap(e.message)), None),
+        };
+        let hold = match self.spend.hold(worst) {
             Ok(h) => h,
             Err(e) => return (Err(PipelineError::SpendCap(e)), None),
         };
@@ -391,7 +413,9 @@ impl Pipeline {
             Err(e) => {
                 let cost =
                     answered.map(|(usage, queries)| self.prices.estimate(&model, &usage, queries));
-                hold.settle(cost.as_ref().and_then(|c| c.usd).unwrap_or(0.0));
+                let usd = cost.as_ref().and_then(|c| c.usd).unwrap_or(0.0);
+                hold.settle(usd);
+                own.settle(usd);
                 return (Err(e), cost);
             }
         };
@@ -399,8 +423,10 @@ impl Pipeline {
             .prices
             .estimate(&model, &img.usage, img.grounding.queries());
         hold.settle(cost.usd.unwrap_or(0.0));
+        own.settle(cost.usd.unwrap_or(0.0));
         img.cost = Some(cost);
         img.parent = parent;
+        img.principal = principal;
         self.record(&mut img).await;
         (Ok(img), None)
     }
@@ -548,6 +574,7 @@ impl Pipeline {
             image_id: None,
             record_error: None,
             parent: None,
+            principal: None,
         })
     }
 

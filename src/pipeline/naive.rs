@@ -107,6 +107,7 @@ impl Pipeline {
             image_id: None,
             record_error: None,
             parent: None,
+            principal: None,
         })
     }
 }

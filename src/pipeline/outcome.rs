@@ -53,6 +53,8 @@ pub struct StoredImage {
     pub record_error: Option<String>,
     /// The image this one was edited from, when the edit named it by id.
     pub parent: Option<String>,
+    /// Who made it (see `ImageRecord::principal`).
+    pub principal: Option<String>,
 }
 
 impl StoredImage {
@@ -73,6 +75,7 @@ impl StoredImage {
             parent: self.parent.clone(),
             created_at: self.created_at.clone(),
             thought_signature: self.thought_signature.clone(),
+            principal: self.principal.clone(),
         }
     }
 
@@ -102,6 +105,7 @@ impl StoredImage {
             image_id: Some(rec.image_id),
             record_error: None,
             parent: rec.parent,
+            principal: rec.principal,
         }
     }
 }

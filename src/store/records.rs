@@ -109,6 +109,12 @@ pub struct ImageRecord {
     /// it back with the previous turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thought_signature: Option<String>,
+    /// Who made the image (`Principal::id`: the token's subject, or the
+    /// static token's label); only they may continue from it or read it,
+    /// unless the operator shares images. `None`: made without identity
+    /// (stdio, auth off, or before identities existed), readable by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 pub const RECORD_VERSION: u32 = 1;
@@ -334,6 +340,7 @@ mod tests {
             parent: None,
             created_at: "2026-12-02T00:00:00Z".into(),
             thought_signature: Some("sig".into()),
+            principal: None,
         }
     }
 

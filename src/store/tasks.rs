@@ -127,6 +127,11 @@ pub struct TaskRecord {
     /// `failed`: the JSON-RPC error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Who started the task (`Principal::id`); only they may read or
+    /// cancel it unless the operator shares tasks. `None`: started
+    /// without identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// The version of a record as read, for the compare-and-swap.
@@ -456,6 +461,7 @@ mod tests {
             status_message: None,
             result: None,
             error: None,
+            principal: None,
         }
     }
 

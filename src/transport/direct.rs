@@ -182,6 +182,7 @@ pub async fn serve(
     service: Service,
     d: Direct,
     body: crate::memory::Reservation,
+    principal: Option<String>,
     shutdown: &CancellationToken,
 ) -> Response {
     let ct = shutdown.child_token();
@@ -189,7 +190,7 @@ pub async fn serve(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let Direct { id, version, call } = d;
     tokio::spawn(async move {
-        let result = service.call_direct(call, ct, Some(body)).await;
+        let result = service.call_direct(call, ct, Some(body), principal).await;
         let _ = tx.send(result);
     });
     let Ok(result) = rx.await else {

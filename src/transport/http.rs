@@ -202,9 +202,13 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
         // payment stays with the call until the arguments are files (an
         // edit's `data:` URI is still in them until its turn to prepare).
         let edge::PaidBody { parts, bytes, paid } = paid;
+        let principal = parts
+            .extensions
+            .get::<crate::mcp::Principal>()
+            .map(|p| p.id.clone());
         drop((parts, bytes));
         st.direct_served.fetch_add(1, Ordering::Relaxed);
-        return direct::serve(st.service.clone(), call, paid, &st.calls_closed).await;
+        return direct::serve(st.service.clone(), call, paid, principal, &st.calls_closed).await;
     }
     // After the direct path, which parses what it takes only once: a body
     // it took is JSON.
