@@ -451,8 +451,30 @@ impl Progress for McpProgress<'_> {
 }
 
 impl ImageServer {
+    /// A call of the caller's within their per-principal limits (calls per
+    /// minute, calls at once), checked before anything is fetched or sent.
+    fn principal_pass(
+        &self,
+        tool: &'static str,
+        call: &CallCtx,
+    ) -> Result<crate::pipeline::quota::CallPass<'_>, CallToolResult> {
+        self.app
+            .pipeline
+            .quotas
+            .start_call(call.principal.as_deref())
+            .map_err(|refusal| {
+                tracing::info!(tool, principal = call.principal.as_deref().unwrap_or(""), reason = %refusal, "call refused by a per-principal limit");
+                self.app.metrics.principal_refused();
+                self.refused(tool, "principal_limit", tool_error(refusal))
+            })
+    }
+
     async fn generate(&self, args: GenerateArgs, call: &CallCtx) -> CallToolResult {
         const TOOL: &str = "generate_image";
+        let _pass = match self.principal_pass(TOOL, call) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
         let job = self
             .request(TOOL, args.prompt, &args.options)
             .map(Job::generate);
@@ -461,6 +483,10 @@ impl ImageServer {
 
     async fn edit(&self, args: EditArgs, call: &CallCtx) -> CallToolResult {
         const TOOL: &str = "edit_image";
+        let _pass = match self.principal_pass(TOOL, call) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
         let job = async {
             let req = self.request(TOOL, args.prompt, &args.more.options)?;
             let refs = args.more.reference_images.unwrap_or_default();
@@ -506,6 +532,10 @@ impl ImageServer {
     /// The continue_editing job, the same on every path.
     async fn continue_call(&self, args: ContinueArgs, call: &CallCtx) -> CallToolResult {
         const TOOL: &str = "continue_editing";
+        let _pass = match self.principal_pass(TOOL, call) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
         let job = self.continue_job(args, call).await;
         self.image_call(TOOL, job, call).await
     }
@@ -608,19 +638,6 @@ impl ImageServer {
 #[tool_router]
 impl ImageServer {
     async fn run_job(&self, tool: &'static str, job: Job, call: &CallCtx) -> CallToolResult {
-        let _pass = match self
-            .app
-            .pipeline
-            .quotas
-            .start_call(call.principal.as_deref())
-        {
-            Ok(p) => p,
-            Err(refusal) => {
-                tracing::info!(tool, principal = call.principal.as_deref().unwrap_or(""), reason = %refusal, "call refused by a per-principal limit");
-                self.app.metrics.principal_refused();
-                return self.refused(tool, "principal_limit", tool_error(refusal));
-            }
-        };
         let progress = McpProgress::new(&self.app, call);
         let job = job
             .with_overhead(call.overhead)
