@@ -125,13 +125,17 @@ wait_file() {
   return 1
 }
 
+# Three distinct ports: the server's, the provider's, and another MCP
+# server's resource (nothing listens there; tokens for it carry its audience).
 SPORT=$(free_port)
+PPORT=$(free_port)
+while [ "$PPORT" = "$SPORT" ]; do PPORT=$(free_port); done
+OPORT=$(free_port)
 RESOURCE="http://127.0.0.1:$SPORT/mcp"
-# Another MCP server's resource (nothing listens there): tokens for it carry its audience.
-OTHER="http://127.0.0.1:$(free_port)/mcp"
+OTHER="http://127.0.0.1:$OPORT/mcp"
 
 STEP="oidc provider"
-node "$ROOT/scripts/lib/oidc/provider.mjs" --port 0 --resource "$RESOURCE" --other-resource "$OTHER" \
+node "$ROOT/scripts/lib/oidc/provider.mjs" --port "$PPORT" --resource "$RESOURCE" --other-resource "$OTHER" \
   --info-file "$WORK/provider.json" --short-ttl 3 --max-lifetime 1200 >"$WORK/provider.log" 2>&1 &
 PIDS+=($!)
 wait_file "$WORK/provider.json" "${PIDS[-1]}"
