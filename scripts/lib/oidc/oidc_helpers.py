@@ -47,7 +47,8 @@ def wait_generation(path: str, generation: int, timeout: float = 15.0) -> dict:
 
 
 def http_client(**kw) -> httpx2.Client:
-    return httpx2.Client(timeout=TIMEOUT, trust_env=False, follow_redirects=False, **kw)
+    kw.setdefault("timeout", TIMEOUT)
+    return httpx2.Client(trust_env=False, follow_redirects=False, **kw)
 
 
 def client_credentials(info: dict, which: str, *, resource: str | None = None, scope: str | None = None) -> dict:
