@@ -177,9 +177,7 @@ server.listen(port, '127.0.0.1', () => {
   const actual = server.address().port;
   const issuer = `http://127.0.0.1:${actual}`;
   current = buildProvider(issuer, key);
-  writeInfo(issuer, actual);
-  console.error(`oidc provider: ${issuer} (kid ${key.kid}), resource ${RESOURCE}${OTHER ? `, other ${OTHER}` : ''}`);
-
+  // Ready for a rotation before anyone can know the pid from the info file.
   process.on('SIGHUP', () => {
     generation += 1;
     key = newSigningKey(generation);
@@ -187,6 +185,8 @@ server.listen(port, '127.0.0.1', () => {
     writeInfo(issuer, actual);
     console.error(`oidc provider: rotated the signing key: generation ${generation}, kid ${key.kid}`);
   });
+  writeInfo(issuer, actual);
+  console.error(`oidc provider: ${issuer} (kid ${key.kid}), resource ${RESOURCE}${OTHER ? `, other ${OTHER}` : ''}`);
 });
 
 function writeInfo(issuer, actualPort) {
