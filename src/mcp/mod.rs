@@ -25,6 +25,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{KeyError, SharedApp, Transport};
+pub use crate::auth::Principal;
 use crate::gemini::models;
 use crate::inputs;
 use crate::pipeline::{History, Job, PipelineError, Progress, Request, Stage, StoredImage};
@@ -120,6 +121,16 @@ pub struct ImageServer {
 /// token (`--admin-token`); nothing else sets it.
 #[derive(Debug, Clone, Copy)]
 pub struct AdminCaller;
+
+/// Who made this request: what the HTTP transport put on it, else the
+/// local stdio client.
+pub fn principal_of(ctx: &RequestContext<RoleServer>) -> Principal {
+    ctx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Principal>())
+        .cloned()
+        .unwrap_or_else(Principal::stdio)
+}
 
 fn is_admin(ctx: &RequestContext<RoleServer>) -> bool {
     ctx.extensions
@@ -217,6 +228,8 @@ pub struct CallCtx {
     body: std::sync::Mutex<Option<crate::memory::Reservation>>,
     /// A task's run: admission may wait past the queue's length cap.
     patient: bool,
+    /// Who asked for the call.
+    principal: Principal,
 }
 
 /// What rmcp's per-request service holds for a stateless HTTP call:
@@ -248,6 +261,7 @@ impl CallCtx {
             // rmcp's path: the transport holds the payment to the end.
             body: std::sync::Mutex::new(None),
             patient: false,
+            principal: principal_of(ctx),
         }
     }
 
@@ -261,26 +275,37 @@ impl CallCtx {
 
     /// A call served without rmcp (no progress: the direct path takes
     /// only calls that did not ask for it).
-    pub fn direct(ct: CancellationToken, body: Option<crate::memory::Reservation>) -> Self {
+    pub fn direct(
+        ct: CancellationToken,
+        body: Option<crate::memory::Reservation>,
+        principal: Principal,
+    ) -> Self {
         Self {
             ct,
             progress: None,
             overhead: 0,
             body: std::sync::Mutex::new(body),
             patient: false,
+            principal,
         }
     }
 
     /// A task's run: nobody waits on a connection for it; it ends when
     /// `ct` is cancelled (a cancel, the shutdown, a lost record).
-    pub fn task(ct: CancellationToken) -> Self {
+    pub fn task(ct: CancellationToken, principal: Principal) -> Self {
         Self {
             ct,
             progress: None,
             overhead: 0,
             body: std::sync::Mutex::new(None),
             patient: true,
+            principal,
         }
+    }
+
+    /// Who asked for the call.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
     }
 }
 
@@ -305,6 +330,15 @@ impl DirectCall {
             _ => None,
         }
     }
+
+    /// The tool's name.
+    pub fn tool(&self) -> &'static str {
+        match self {
+            Self::Generate(_) => "generate_image",
+            Self::Edit(_) => "edit_image",
+            Self::Continue(_) => "continue_editing",
+        }
+    }
 }
 
 impl Service {
@@ -315,9 +349,10 @@ impl Service {
         call: DirectCall,
         ct: CancellationToken,
         body: Option<crate::memory::Reservation>,
+        principal: Principal,
     ) -> CallToolResult {
         let server = self.session();
-        let ctx = CallCtx::direct(ct, body);
+        let ctx = CallCtx::direct(ct, body, principal);
         match call {
             DirectCall::Generate(args) => server.generate(args, &ctx).await,
             DirectCall::Edit(args) => server.edit(args, &ctx).await,
@@ -649,8 +684,16 @@ impl ImageServer {
         // are dropped.
         call.release_body();
         match job {
-            Ok(job) => self.run_job(tool, job, call).await,
-            Err(refused) => refused,
+            Ok(job) => {
+                use tracing::Instrument as _;
+                // Every log line of the run names the tool and the caller.
+                let span = tracing::info_span!("call", tool, principal = %call.principal);
+                self.run_job(tool, job, call).instrument(span).await
+            }
+            Err(refused) => {
+                tracing::debug!(tool, principal = %call.principal, "tool call refused before it ran");
+                refused
+            }
         }
     }
 
