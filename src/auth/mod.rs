@@ -249,7 +249,10 @@ pub struct OAuthSettings {
     pub issuer: String,
     /// Accepted `aud` values (any one suffices).
     pub audiences: Vec<String>,
-    /// The canonical URI of the MCP endpoint (`--resource-url`).
+    /// The canonical URI of the MCP endpoint (`--resource-url`), as
+    /// given: what the metadata names and the default audience.
+    pub resource_uri: String,
+    /// The same, parsed (its origin and path place the metadata).
     pub resource: url::Url,
     pub scopes: ScopeNames,
 }
@@ -293,7 +296,8 @@ impl OAuthSettings {
         scopes: &[String],
     ) -> Result<Self, String> {
         secure_url(issuer, "--oauth-issuer")?;
-        let resource = url::Url::parse(resource.trim()).map_err(|e| {
+        let resource_uri = resource.trim().to_string();
+        let resource = url::Url::parse(&resource_uri).map_err(|e| {
             format!("--resource-url {resource:?} is not a URL: {e} (e.g. https://images.example.com/mcp)")
         })?;
         if !matches!(resource.scheme(), "https" | "http")
@@ -310,13 +314,14 @@ impl OAuthSettings {
             .filter(|a| !a.is_empty())
             .collect();
         let audiences = if audiences.is_empty() {
-            vec![resource.as_str().to_string()]
+            vec![resource_uri.clone()]
         } else {
             audiences
         };
         Ok(Self {
             issuer: issuer.trim().to_string(),
             audiences,
+            resource_uri,
             resource,
             scopes: ScopeNames::parse(scopes)?,
         })
@@ -341,7 +346,7 @@ impl OAuthSettings {
     /// The Protected Resource Metadata document (RFC 9728).
     pub fn metadata(&self) -> serde_json::Value {
         serde_json::json!({
-            "resource": self.resource.as_str(),
+            "resource": self.resource_uri,
             "authorization_servers": [self.issuer],
             "scopes_supported": Scope::ALL.map(|s| self.scopes.name(s)),
             "bearer_methods_supported": ["header"],
@@ -536,6 +541,9 @@ mod tests {
             root.metadata_url(),
             "https://i.example.com/.well-known/oauth-protected-resource"
         );
+        // The resource and the audience as given, not normalised.
+        assert_eq!(root.metadata()["resource"], "https://i.example.com");
+        assert_eq!(root.audiences, vec!["https://i.example.com".to_string()]);
     }
 
     #[test]

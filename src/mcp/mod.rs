@@ -1065,3 +1065,35 @@ impl ServerHandler for ImageServer {
             )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tool has a scope decision in `auth`, so a new tool cannot be
+    /// reachable with any token by being forgotten there.
+    #[test]
+    fn every_tool_has_a_scope_decision() {
+        let tools = ImageServer::tool_router().list_all();
+        assert_eq!(tools.len(), 6);
+        for t in tools {
+            assert!(
+                crate::auth::tool_scope(&t.name).is_some(),
+                "{} has no scope in auth::tool_scope",
+                t.name
+            );
+        }
+        for name in ["generate_image", "edit_image", "continue_editing"] {
+            let call = DirectCall::parse(
+                name,
+                Some(serde_json::Map::from_iter([(
+                    "prompt".to_string(),
+                    serde_json::json!("p"),
+                )])),
+            );
+            if let Some(c) = call {
+                assert_eq!(c.tool(), name);
+            }
+        }
+    }
+}

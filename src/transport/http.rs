@@ -594,7 +594,11 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
     // suffixed form too.
     if let Some(o) = &cfg.oauth {
         let path = o.metadata_path();
-        if path != "/.well-known/oauth-protected-resource"
+        let plain = path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
+        if plain
+            && path != "/.well-known/oauth-protected-resource"
             && path != "/.well-known/oauth-protected-resource/mcp"
         {
             router = router.route(&path, get(protected_resource));
