@@ -370,6 +370,38 @@ async fn oauth_tokens_are_checked_as_the_spec_says() {
     assert!(structured(&r)["imageId"].is_string());
     c.cancel().await.expect("close");
 
+    // A session belongs to the subject that opened it: another user's
+    // valid token with its id gets 404, as for a session that is gone.
+    let r = post(&srv.base, Some(&good), INIT).await;
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"]
+        .to_str()
+        .expect("sid")
+        .to_string();
+    drop(r);
+    let bob = ec.sign(&with(claims(&idp, &aud, ALL), json!({"sub": "bob"})));
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let in_session = |token: String| {
+        let sid = sid.clone();
+        let base = srv.base.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{base}/mcp"))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("mcp-session-id", sid)
+                .header("authorization", format!("Bearer {token}"))
+                .body(initialized)
+                .send()
+                .await
+                .expect("send")
+                .status()
+        }
+    };
+    assert_eq!(in_session(bob.clone()).await, 404);
+    assert_eq!(in_session(good.clone()).await, 202);
+
     // RS256 works too, and aud may be an array.
     let rs = rsa.sign(&with(
         claims(&idp, &aud, ALL),

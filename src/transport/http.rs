@@ -70,6 +70,7 @@ struct HttpState {
     token_hash: Option<[u8; 32]>,
     admin_hash: Option<[u8; 32]>,
     oauth: Option<Arc<Verifier>>,
+    owners: SessionOwners,
     ready: AtomicBool,
     draining: AtomicBool,
     stateless: bool,
@@ -83,6 +84,70 @@ struct HttpState {
     sessions_refused: AtomicU64,
     /// Calls served by the direct path.
     direct_served: AtomicU64,
+}
+
+/// Sessions opened with an OAuth access token, bound to its subject: a
+/// session id alone does not let another caller into the session (MCP's
+/// security practices: bind session ids to the user). Bounded: past `max`
+/// entries, those idle longer than the session idle time go, then the
+/// least recently seen.
+struct SessionOwners {
+    map: std::sync::Mutex<std::collections::HashMap<String, (Arc<str>, Instant)>>,
+    idle: Duration,
+    max: usize,
+}
+
+impl SessionOwners {
+    fn new(idle: Duration, max: usize) -> Self {
+        Self {
+            map: std::sync::Mutex::new(std::collections::HashMap::new()),
+            idle,
+            max: max.max(16),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Arc<str>, Instant)>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `p` may use session `sid` (any caller may use a session
+    /// nobody bound).
+    fn allows(&self, sid: &str, p: &Principal) -> bool {
+        match self.lock().get_mut(sid) {
+            Some((owner, seen)) if p.via == Via::OAuth && **owner == *p.id => {
+                *seen = Instant::now();
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    fn bind(&self, sid: &str, p: &Principal) {
+        if p.via != Via::OAuth {
+            return;
+        }
+        let mut m = self.lock();
+        if m.len() >= self.max {
+            let idle = self.idle;
+            m.retain(|_, (_, seen)| seen.elapsed() < idle);
+        }
+        if m.len() >= self.max
+            && let Some(oldest) = m
+                .iter()
+                .min_by_key(|(_, (_, seen))| *seen)
+                .map(|(k, _)| k.clone())
+        {
+            m.remove(&oldest);
+        }
+        m.insert(sid.to_owned(), (Arc::clone(&p.id), Instant::now()));
+    }
+
+    fn forget(&self, sid: &str) {
+        self.lock().remove(sid);
+    }
 }
 
 /// Compare tokens in constant time by comparing fixed-size digests.
@@ -139,6 +204,21 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
     }
     // Tool handlers and tasks read who is calling from here.
     req.extensions_mut().insert(principal.clone());
+    let session = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(sid) = &session
+        && !st.owners.allows(sid, &principal)
+    {
+        tracing::info!(principal = %principal, "refused: the MCP session belongs to another caller");
+        return (
+            StatusCode::NOT_FOUND,
+            "no such MCP session for this caller; initialize a new one\n",
+        )
+            .into_response();
+    }
     // A request without a session id starts a session (initialize):
     // refused while the session share of the plan is spent.
     if !st.stateless
@@ -163,6 +243,11 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
         // rmcp ends the session and answers 202, which the spec does not
         // list for DELETE and SDK clients log as a failed termination.
         let resp = next.run(req).await;
+        if resp.status().is_success()
+            && let Some(sid) = &session
+        {
+            st.owners.forget(sid);
+        }
         if resp.status() == StatusCode::ACCEPTED {
             return StatusCode::NO_CONTENT.into_response();
         }
@@ -220,7 +305,18 @@ async fn auth(State(st): State<Arc<HttpState>>, req: Request, next: Next) -> Res
             // without running anything.
         }
     }
-    paid.forward(next).await
+    let resp = paid.forward(next).await;
+    // A new session: bound to whoever opened it.
+    if !st.stateless
+        && session.is_none()
+        && let Some(sid) = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        st.owners.bind(sid, &principal);
+    }
+    resp
 }
 
 /// The principal a request's bearer token stands for, or the answer that
@@ -549,6 +645,10 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
             .as_ref()
             .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
         oauth: oauth.clone(),
+        owners: SessionOwners::new(
+            cfg.session_idle,
+            usize::try_from(max_sessions).unwrap_or(usize::MAX / 4) * 2,
+        ),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
     });
@@ -709,6 +809,29 @@ pub async fn serve(service: Service, cfg: HttpConfig) -> Result<(), StartError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_opened_with_an_access_token_belong_to_its_subject() {
+        let owners = SessionOwners::new(Duration::from_secs(300), 16);
+        let a = Principal::oauth("alice", crate::auth::Scopes::ALL);
+        let b = Principal::oauth("bob", crate::auth::Scopes::ALL);
+        owners.bind("s1", &a);
+        assert!(owners.allows("s1", &a));
+        assert!(!owners.allows("s1", &b));
+        assert!(!owners.allows("s1", &Principal::static_token()));
+        // Sessions opened with the static token are not bound.
+        owners.bind("s2", &Principal::static_token());
+        assert!(owners.allows("s2", &b));
+        assert!(owners.allows("unknown", &b));
+        owners.forget("s1");
+        assert!(owners.allows("s1", &b));
+        // Bounded: the least recently seen goes first.
+        for i in 0..40 {
+            owners.bind(&format!("x{i}"), &a);
+        }
+        assert!(owners.lock().len() <= 16);
+        assert!(!owners.allows("x39", &b), "the newest is kept");
+    }
 
     #[test]
     fn tokens_compare_by_digest() {
