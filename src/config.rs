@@ -181,6 +181,27 @@ pub struct ServeArgs {
     /// File holding the admin token.
     #[arg(long, env = "NANO_BANANA_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Accept OAuth 2.1 JWT access tokens from this issuer (e.g.
+    /// https://login.microsoftonline.com/TENANT/v2.0); its keys are found
+    /// through /.well-known/openid-configuration (or RFC 8414's
+    /// oauth-authorization-server). https, or http to a loopback host.
+    /// Needs --resource-url. With --auth-token too, both are accepted.
+    #[arg(long, env = "NANO_BANANA_OAUTH_ISSUER")]
+    pub oauth_issuer: Option<String>,
+    /// Accepted `aud` values of access tokens (comma-separated; any one
+    /// suffices). Default: the --resource-url.
+    #[arg(long, env = "NANO_BANANA_OAUTH_AUDIENCE", value_delimiter = ',')]
+    pub oauth_audience: Vec<String>,
+    /// The canonical URL of this server's MCP endpoint as clients reach it
+    /// (e.g. https://images.example.com/mcp): published in
+    /// /.well-known/oauth-protected-resource. Required with --oauth-issuer.
+    #[arg(long, env = "NANO_BANANA_RESOURCE_URL")]
+    pub resource_url: Option<String>,
+    /// Scope names, as generate=NAME,edit=NAME,read=NAME (any subset).
+    /// Default: images:generate, images:edit, images:read. Scopes are read
+    /// from the token's `scope`, `scp` (Entra) or `roles` (Entra app roles).
+    #[arg(long, env = "NANO_BANANA_OAUTH_SCOPES", value_delimiter = ',')]
+    pub oauth_scopes: Vec<String>,
     /// Seconds in-flight calls get to finish after SIGTERM.
     #[arg(long, env = "NANO_BANANA_SHUTDOWN_GRACE_SECS", default_value_t = 25)]
     pub shutdown_grace_secs: u64,
@@ -232,10 +253,14 @@ impl ServeArgs {
         {
             return Err("--admin-token must differ from the bearer token clients use".into());
         }
-        if token.is_none() && !self.no_auth {
-            return Err("HTTP mode needs a bearer token: set NANO_BANANA_AUTH_TOKEN or NANO_BANANA_AUTH_TOKEN_FILE (or --no-auth on a loopback address)".into());
+        let oauth = self.oauth_settings()?;
+        if oauth.is_some() && self.no_auth {
+            return Err("--no-auth and --oauth-issuer contradict each other: drop one".into());
         }
-        if token.is_none() && !addr.ip().is_loopback() {
+        if token.is_none() && oauth.is_none() && !self.no_auth {
+            return Err("HTTP mode needs a bearer token: set NANO_BANANA_AUTH_TOKEN or NANO_BANANA_AUTH_TOKEN_FILE, or OAuth with --oauth-issuer and --resource-url (or --no-auth on a loopback address)".into());
+        }
+        if token.is_none() && oauth.is_none() && !addr.ip().is_loopback() {
             return Err(format!(
                 "--no-auth is only allowed on a loopback address, not {addr}"
             ));
@@ -274,6 +299,7 @@ impl ServeArgs {
             addr,
             token,
             admin_token,
+            oauth,
             allowed_hosts,
             allowed_origins,
             stateless: self.stateless,
@@ -287,6 +313,39 @@ impl ServeArgs {
             header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
             body_timeout: Duration::from_secs(self.body_timeout_secs.max(1)),
         })
+    }
+}
+
+impl ServeArgs {
+    /// The OAuth resource server's settings, when --oauth-issuer is set.
+    fn oauth_settings(&self) -> Result<Option<crate::auth::OAuthSettings>, String> {
+        let Some(issuer) = self
+            .oauth_issuer
+            .as_deref()
+            .filter(|i| !i.trim().is_empty())
+        else {
+            for (set, flag) in [
+                (self.resource_url.is_some(), "--resource-url"),
+                (!self.oauth_audience.is_empty(), "--oauth-audience"),
+                (!self.oauth_scopes.is_empty(), "--oauth-scopes"),
+            ] {
+                if set {
+                    return Err(format!(
+                        "{flag} applies only to OAuth: set --oauth-issuer (NANO_BANANA_OAUTH_ISSUER) too, or drop it"
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        let Some(resource) = self
+            .resource_url
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+        else {
+            return Err("--oauth-issuer needs --resource-url (NANO_BANANA_RESOURCE_URL): the URL clients use for this server's /mcp, e.g. https://images.example.com/mcp".into());
+        };
+        crate::auth::OAuthSettings::new(issuer, resource, &self.oauth_audience, &self.oauth_scopes)
+            .map(Some)
     }
 }
 
@@ -714,6 +773,58 @@ mod tests {
         assert_eq!(cli.config.block_size, 2 << 20);
         assert_eq!(cli.config.gemini_model, "gemini-3.1-flash-image");
         assert_eq!(cli.config.azure_container, "nano-banana-images");
+    }
+
+    fn http(args: &[&str]) -> Result<crate::transport::http::HttpConfig, String> {
+        let mut all = vec!["x"];
+        all.extend_from_slice(args);
+        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        cli.serve
+            .http_config("127.0.0.1:8080".parse().expect("addr"))
+    }
+
+    #[test]
+    fn oauth_flags_are_checked_together() {
+        let c = http(&[
+            "--oauth-issuer",
+            "https://login.example.com/t/v2.0",
+            "--resource-url",
+            "https://images.example.com/mcp",
+            "--oauth-audience",
+            "api://images,https://images.example.com/mcp",
+            "--oauth-scopes",
+            "generate=Images.Generate,read=Images.Read",
+        ])
+        .expect("valid");
+        let o = c.oauth.expect("oauth on");
+        assert!(c.token.is_none(), "no static token needed");
+        assert_eq!(o.audiences.len(), 2);
+        assert_eq!(o.scopes.generate, "Images.Generate");
+        assert_eq!(o.scopes.edit, "images:edit");
+        let e = http(&["--oauth-issuer", "https://login.example.com"]).unwrap_err();
+        assert!(e.contains("--resource-url"), "{e}");
+        let e = http(&[
+            "--oauth-issuer",
+            "http://login.example.com",
+            "--resource-url",
+            "https://i.example.com/mcp",
+        ])
+        .unwrap_err();
+        assert!(e.contains("https"), "{e}");
+        let e = http(&["--resource-url", "https://i.example.com/mcp", "--no-auth"]).unwrap_err();
+        assert!(e.contains("--oauth-issuer"), "{e}");
+        let e = http(&[
+            "--oauth-issuer",
+            "http://127.0.0.1:9",
+            "--resource-url",
+            "http://127.0.0.1:8080/mcp",
+            "--no-auth",
+        ])
+        .unwrap_err();
+        assert!(e.contains("contradict"), "{e}");
+        // Static only, as before.
+        let c = http(&["--auth-token", "0123456789abcdef0123"]).expect("static");
+        assert!(c.oauth.is_none() && c.token.is_some());
     }
 
     #[test]

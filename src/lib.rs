@@ -5,6 +5,7 @@
 #![deny(clippy::print_stdout, clippy::dbg_macro)]
 
 pub mod app;
+pub mod auth;
 pub mod capped;
 pub mod cli;
 pub mod config;

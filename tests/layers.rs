@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 /// other.
 const LAYERS: &[&[&str]] = &[
     &["secret", "memory", "capped"],
+    // Who is calling: principals, scopes, the OAuth token check.
+    &["auth"],
     &["extract"],
     &["gemini", "store", "preview"],
     &["inputs", "tasks"],

@@ -25,6 +25,8 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{KeyError, SharedApp, Transport};
+pub use crate::auth::Principal;
+use crate::auth::Via;
 use crate::gemini::models;
 use crate::inputs;
 use crate::pipeline::{History, Job, PipelineError, Progress, Request, Stage, StoredImage};
@@ -121,25 +123,36 @@ pub struct ImageServer {
 #[derive(Debug, Clone, Copy)]
 pub struct AdminCaller;
 
+/// Who made this request: what the HTTP transport put on it, else the
+/// local stdio client.
+pub fn principal_of(ctx: &RequestContext<RoleServer>) -> Principal {
+    ctx.extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|p| p.extensions.get::<Principal>())
+        .cloned()
+        .unwrap_or_else(Principal::stdio)
+}
+
 fn is_admin(ctx: &RequestContext<RoleServer>) -> bool {
     ctx.extensions
         .get::<axum::http::request::Parts>()
         .is_some_and(|p| p.extensions.get::<AdminCaller>().is_some())
 }
 
-/// Who is calling, put on a request by the HTTP transport once its token
-/// was accepted: the token's subject (OAuth), or the static token's label.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub id: String,
+/// The id a principal owns images, tasks and limits under: its `id`
+/// when it carries an identity (an OAuth subject, the static or the admin
+/// token); `None` without one (stdio, HTTP with auth off), where nothing
+/// is owned and nothing limited per caller.
+pub fn owner_id(p: &Principal) -> Option<String> {
+    match p.via {
+        Via::Stdio | Via::NoAuth => None,
+        Via::OAuth | Via::StaticToken | Via::AdminToken => Some(p.id.to_string()),
+    }
 }
 
-/// The principal the transport put on this request, if any.
+/// The owner id of the request's principal (`owner_id`).
 fn caller(ctx: &RequestContext<RoleServer>) -> Option<String> {
-    ctx.extensions
-        .get::<axum::http::request::Parts>()
-        .and_then(|p| p.extensions.get::<Principal>())
-        .map(|p| p.id.clone())
+    owner_id(&principal_of(ctx))
 }
 
 fn tool_error(msg: impl std::fmt::Display) -> CallToolResult {
@@ -232,8 +245,8 @@ pub struct CallCtx {
     body: std::sync::Mutex<Option<crate::memory::Reservation>>,
     /// A task's run: admission may wait past the queue's length cap.
     patient: bool,
-    /// Who is calling (`Principal::id`), when the transport knows.
-    principal: Option<String>,
+    /// Who asked for the call.
+    principal: Principal,
 }
 
 /// What rmcp's per-request service holds for a stateless HTTP call:
@@ -265,7 +278,7 @@ impl CallCtx {
             // rmcp's path: the transport holds the payment to the end.
             body: std::sync::Mutex::new(None),
             patient: false,
-            principal: caller(ctx),
+            principal: principal_of(ctx),
         }
     }
 
@@ -282,7 +295,7 @@ impl CallCtx {
     pub fn direct(
         ct: CancellationToken,
         body: Option<crate::memory::Reservation>,
-        principal: Option<String>,
+        principal: Principal,
     ) -> Self {
         Self {
             ct,
@@ -296,7 +309,7 @@ impl CallCtx {
 
     /// A task's run: nobody waits on a connection for it; it ends when
     /// `ct` is cancelled (a cancel, the shutdown, a lost record).
-    pub fn task(ct: CancellationToken, principal: Option<String>) -> Self {
+    pub fn task(ct: CancellationToken, principal: Principal) -> Self {
         Self {
             ct,
             progress: None,
@@ -305,6 +318,16 @@ impl CallCtx {
             patient: true,
             principal,
         }
+    }
+
+    /// Who asked for the call.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The id the caller owns things under (`owner_id`).
+    fn owner(&self) -> Option<String> {
+        owner_id(&self.principal)
     }
 }
 
@@ -329,6 +352,15 @@ impl DirectCall {
             _ => None,
         }
     }
+
+    /// The tool's name.
+    pub fn tool(&self) -> &'static str {
+        match self {
+            Self::Generate(_) => "generate_image",
+            Self::Edit(_) => "edit_image",
+            Self::Continue(_) => "continue_editing",
+        }
+    }
 }
 
 impl Service {
@@ -339,7 +371,7 @@ impl Service {
         call: DirectCall,
         ct: CancellationToken,
         body: Option<crate::memory::Reservation>,
-        principal: Option<String>,
+        principal: Principal,
     ) -> CallToolResult {
         let server = self.session();
         let ctx = CallCtx::direct(ct, body, principal);
@@ -461,9 +493,9 @@ impl ImageServer {
         self.app
             .pipeline
             .quotas
-            .start_call(call.principal.as_deref())
+            .start_call(call.owner().as_deref())
             .map_err(|refusal| {
-                tracing::info!(tool, principal = call.principal.as_deref().unwrap_or(""), reason = %refusal, "call refused by a per-principal limit");
+                tracing::info!(tool, principal = %call.principal, reason = %refusal, "call refused by a per-principal limit");
                 self.app.metrics.principal_refused();
                 self.refused(tool, "principal_limit", tool_error(refusal))
             })
@@ -552,7 +584,7 @@ impl ImageServer {
         let found = self
             .inputs(tool, call, self.app.fetcher.find_image(&id))
             .await?;
-        match found.filter(|(rec, _)| self.may_see(call.principal.as_deref(), rec.principal.as_deref(), "image", id.as_str())) {
+        match found.filter(|(rec, _)| self.may_see(call.owner().as_deref(), rec.principal.as_deref(), "image", id.as_str())) {
             Some((rec, at)) => Ok(StoredImage::from_record(rec, at)),
             None => Err(self.refused(
                 tool,
@@ -642,7 +674,7 @@ impl ImageServer {
         let job = job
             .with_overhead(call.overhead)
             .with_patience(call.patient.then_some(TASK_ADMISSION_WAIT))
-            .with_principal(call.principal.clone());
+            .with_principal(call.owner());
         // n images are n separate runs of the job, in parallel, each with
         // its own reservations; the call waits for all of them.
         let mut jobs: Vec<Job> = (1..job.count).map(|_| job.again()).collect();
@@ -735,8 +767,16 @@ impl ImageServer {
         // are dropped.
         call.release_body();
         match job {
-            Ok(job) => self.run_job(tool, job, call).await,
-            Err(refused) => refused,
+            Ok(job) => {
+                use tracing::Instrument as _;
+                // Every log line of the run names the tool and the caller.
+                let span = tracing::info_span!("call", tool, principal = %call.principal);
+                self.run_job(tool, job, call).instrument(span).await
+            }
+            Err(refused) => {
+                tracing::debug!(tool, principal = %call.principal, "tool call refused before it ran");
+                refused
+            }
         }
     }
 
@@ -1118,5 +1158,37 @@ impl ServerHandler for ImageServer {
             .with_instructions(
                 "Image generation with Google's Gemini image models. generate_image makes a new image from a prompt; edit_image edits an image given by path or URL; continue_editing edits an earlier image: pass the imageId its result returned (any replica, no session needed). Results carry a URL (or a file path for local storage) and the imageId; stored images are also resources, nano-banana://images/{imageId}.",
             )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tool has a scope decision in `auth`, so a new tool cannot be
+    /// reachable with any token by being forgotten there.
+    #[test]
+    fn every_tool_has_a_scope_decision() {
+        let tools = ImageServer::tool_router().list_all();
+        assert_eq!(tools.len(), 6);
+        for t in tools {
+            assert!(
+                crate::auth::tool_scope(&t.name).is_some(),
+                "{} has no scope in auth::tool_scope",
+                t.name
+            );
+        }
+        for name in ["generate_image", "edit_image", "continue_editing"] {
+            let call = DirectCall::parse(
+                name,
+                Some(serde_json::Map::from_iter([(
+                    "prompt".to_string(),
+                    serde_json::json!("p"),
+                )])),
+            );
+            if let Some(c) = call {
+                assert_eq!(c.tool(), name);
+            }
+        }
     }
 }

@@ -139,18 +139,15 @@ impl ImageServer {
         if !self.wants_task(&call) {
             return None;
         }
-        let tool: &'static str = match call {
-            DirectCall::Generate(_) => "generate_image",
-            DirectCall::Edit(_) => "edit_image",
-            DirectCall::Continue(_) => "continue_editing",
-        };
+        let tool = call.tool();
         let server = self.clone();
-        let principal = super::caller(ctx);
+        let principal = super::principal_of(ctx);
+        let owner = principal.clone();
         let started = self
             .app
             .tasks
-            .start(tool, principal.clone(), move |ct| async move {
-                let ctx = CallCtx::task(ct, principal);
+            .start(tool, super::owner_id(&principal), move |ct| async move {
+                let ctx = CallCtx::task(ct, owner);
                 let result = match call {
                     DirectCall::Generate(args) => server.generate(args, &ctx).await,
                     DirectCall::Edit(args) => server.edit(args, &ctx).await,
@@ -162,11 +159,11 @@ impl ImageServer {
         let poll = self.app.tasks.settings().poll_interval.as_millis() as u64;
         Some(Ok(match started {
             Ok(rec) => {
-                tracing::info!(task = %rec.task_id, tool, "started a task");
+                tracing::info!(task = %rec.task_id, tool, principal = %principal, "started a task");
                 CallToolResponse::Task(CreateTaskResult::new(task_of(&rec, poll)))
             }
             Err(e) => {
-                tracing::warn!(tool, error = %e, "could not start a task");
+                tracing::warn!(tool, principal = %principal, error = %e, "could not start a task");
                 CallToolResponse::Complete(tool_error(e))
             }
         }))

@@ -27,6 +27,7 @@ use rmcp::model::{
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Principal;
 use crate::mcp::{DirectCall, Service};
 
 const PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -103,6 +104,13 @@ pub fn is_json(headers: &HeaderMap) -> bool {
             let essence = v.split_once(';').map_or(v, |(e, _)| e);
             essence.trim().eq_ignore_ascii_case("application/json")
         })
+}
+
+impl Direct {
+    /// The tool called.
+    pub fn tool(&self) -> &'static str {
+        self.call.tool()
+    }
 }
 
 /// The call, when the direct path may take this request.
@@ -182,7 +190,7 @@ pub async fn serve(
     service: Service,
     d: Direct,
     body: crate::memory::Reservation,
-    principal: Option<String>,
+    principal: Principal,
     shutdown: &CancellationToken,
 ) -> Response {
     let ct = shutdown.child_token();

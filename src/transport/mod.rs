@@ -6,6 +6,7 @@ pub mod direct;
 pub mod edge;
 pub mod host;
 pub mod http;
+pub mod peek;
 pub mod resume;
 pub mod stdio;
 
