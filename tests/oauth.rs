@@ -755,3 +755,365 @@ async fn bad_oauth_configuration_exits_2() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// One 2026-07-28 request with a bearer token; the JSON-RPC reply.
+async fn rpc26(
+    base: &str,
+    token: &str,
+    method: &str,
+    name: &str,
+    mut params: Value,
+    tasks: bool,
+) -> Value {
+    // With --tasks always, an image call that declares the extension
+    // becomes a task; tasks/* need it declared.
+    let caps = if tasks {
+        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}})
+    } else {
+        json!({})
+    };
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": caps,
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .timeout(Duration::from_secs(60))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method)
+        .header("mcp-name", name)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .expect("post");
+    let text = r.text().await.expect("body");
+    let json_text = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(&text);
+    serde_json::from_str(json_text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// A tool call over 2026-07-28; the tool's result.
+async fn call26(base: &str, token: &str, tool: &str, args: Value) -> Value {
+    let r = rpc26(
+        base,
+        token,
+        "tools/call",
+        tool,
+        json!({"name": tool, "arguments": args}),
+        false,
+    )
+    .await;
+    r.get("result")
+        .cloned()
+        .unwrap_or_else(|| panic!("no result: {r}"))
+}
+
+fn text_in(result: &Value) -> String {
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Principal A cannot continue from, read or cancel principal B's image
+/// or task (the answer is the one an unknown id gets), records name who
+/// made them, and the per-principal limits refuse past their bound with
+/// when to retry, one principal's use never counting against another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_see_only_their_own_and_their_limits_hold() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = TestKey::ec("k1");
+    let idp = provider(&[&key]).await;
+    let srv = start(
+        &fake.base_url(),
+        dir.path(),
+        &idp.issuer,
+        &[
+            "--stateless",
+            "--tasks",
+            "always",
+            "--principal-concurrent-calls",
+            "1",
+            "--principal-daily-spend-usd",
+            "0.20",
+        ],
+        &[],
+    )
+    .await;
+    let token = |sub: &str| key.sign(&with(claims(&idp, &srv.resource, ALL), json!({"sub": sub})));
+    let (alice, bob, carol) = (token("alice"), token("bob"), token("carol"));
+
+    // Alice's image, made synchronously (only a client that declares the
+    // tasks extension gets a task, even with --tasks always).
+    let made = post(
+        &srv.base,
+        Some(&alice),
+        &tool_call(
+            "generate_image",
+            json!({"prompt": "alice's own fake:size=40000"}),
+        )
+        .to_string(),
+    )
+    .await;
+    assert_eq!(made.status(), 200);
+    let made: Value = made.json().await.expect("json");
+    let id = made["result"]["structuredContent"]["imageId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{made}"))
+        .to_string();
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(".records").join(format!("{id}.json"))).expect("record"),
+    )
+    .expect("record json");
+    assert_eq!(rec["principal"], "alice", "{rec}");
+
+    // Bob gets what an unknown id gets, for every way of reaching it.
+    let unknown = "img_0123456789abcdef0123456789abcdef";
+    for tool in ["get_last_image_info", "continue_editing"] {
+        let mut args = json!({"imageId": id});
+        if tool == "continue_editing" {
+            args["prompt"] = json!("make it bob's");
+        }
+        let theirs = call26(&srv.base, &bob, tool, args.clone()).await;
+        assert_eq!(theirs["isError"], true, "{tool}: {theirs}");
+        args["imageId"] = json!(unknown);
+        let none = call26(&srv.base, &bob, tool, args).await;
+        assert_eq!(
+            text_in(&theirs).replace(&id, "ID"),
+            text_in(&none).replace(unknown, "ID"),
+            "{tool}: another's image must look unknown"
+        );
+    }
+    let uri = format!("nano-banana://images/{id}");
+    let r = rpc26(
+        &srv.base,
+        &bob,
+        "resources/read",
+        &uri,
+        json!({"uri": uri}),
+        false,
+    )
+    .await;
+    assert!(r["error"].is_object(), "{r}");
+    let r = rpc26(
+        &srv.base,
+        &alice,
+        "resources/read",
+        &uri,
+        json!({"uri": uri}),
+        false,
+    )
+    .await;
+    assert!(r["result"]["contents"][0]["text"].as_str().is_some(), "{r}");
+    let own = call26(
+        &srv.base,
+        &alice,
+        "get_last_image_info",
+        json!({"imageId": id}),
+    )
+    .await;
+    assert_ne!(own["isError"], true, "{own}");
+    assert_eq!(own["structuredContent"]["image"]["imageId"], id.as_str());
+
+    // Alice's task: hers to read and cancel, unknown to Bob.
+    let started = rpc26(
+        &srv.base,
+        &alice,
+        "tools/call",
+        "generate_image",
+        json!({"name": "generate_image",
+               "arguments": {"prompt": "alice's task fake:latency=3000 fake:size=1000"}}),
+        true,
+    )
+    .await;
+    let task = started["result"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_string();
+    for method in ["tasks/get", "tasks/cancel"] {
+        let r = rpc26(
+            &srv.base,
+            &bob,
+            method,
+            &task,
+            json!({"taskId": task}),
+            true,
+        )
+        .await;
+        assert_eq!(r["error"]["code"], -32602, "{method}: {r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no task"),
+            "{r}"
+        );
+    }
+    let r = rpc26(
+        &srv.base,
+        &alice,
+        "tasks/get",
+        &task,
+        json!({"taskId": task}),
+        true,
+    )
+    .await;
+    assert!(r["result"]["status"].is_string(), "{r}");
+    let trec: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(".tasks").join(format!("{task}.json")))
+            .expect("task record"),
+    )
+    .expect("task json");
+    assert_eq!(trec["principal"], "alice", "{trec}");
+    let r = rpc26(
+        &srv.base,
+        &alice,
+        "tasks/cancel",
+        &task,
+        json!({"taskId": task}),
+        true,
+    )
+    .await;
+    assert!(r.get("error").is_none(), "{r}");
+
+    // One call at a time each: Bob's second is refused while his first
+    // runs; Carol, at the same moment, is not.
+    let slow = {
+        let (base, bob) = (srv.base.clone(), bob.clone());
+        tokio::spawn(async move {
+            post(
+                &base,
+                Some(&bob),
+                &tool_call(
+                    "generate_image",
+                    json!({"prompt": "bob slow fake:latency=3000 fake:size=1000"}),
+                )
+                .to_string(),
+            )
+            .await
+            .json::<Value>()
+            .await
+            .expect("json")
+        })
+    };
+    let mut refused = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = call26(
+            &srv.base,
+            &bob,
+            "generate_image",
+            json!({"prompt": "bob again fake:size=1000"}),
+        )
+        .await;
+        if second["isError"] == true {
+            refused = Some(text_in(&second));
+            break;
+        }
+    }
+    let refused = refused.expect("a second concurrent call of bob's is refused");
+    assert!(refused.contains("1 of your calls are running"), "{refused}");
+    let carols = post(
+        &srv.base,
+        Some(&carol),
+        &tool_call(
+            "generate_image",
+            json!({"prompt": "carol meanwhile fake:size=1000"}),
+        )
+        .to_string(),
+    )
+    .await
+    .json::<Value>()
+    .await
+    .expect("json");
+    assert_ne!(carols["result"]["isError"], true, "{carols}");
+    let first = slow.await.expect("slow call");
+    assert_ne!(first["result"]["isError"], true, "{first}");
+
+    // Carol's day: her first image is paid, her next one would pass her
+    // $0.20 at its worst case and is refused before anything is sent;
+    // Alice's spend is hers.
+    let again = call26(
+        &srv.base,
+        &carol,
+        "generate_image",
+        json!({"prompt": "carol twice fake:size=1000"}),
+    )
+    .await;
+    assert_eq!(again["isError"], true, "{again}");
+    let why = text_in(&again);
+    assert!(
+        why.contains("your daily spend cap of $0.20") && why.contains("00:00 UTC"),
+        "{why}"
+    );
+
+    let log = srv.log().await;
+    assert!(log.contains("belongs to another principal"), "{log}");
+    assert!(log.contains("refused by a per-principal limit"), "{log}");
+    assert_no_secret(&log, &[&alice, &bob, &carol]);
+}
+
+/// Calls per minute: a principal's bucket empties, the refusal says when
+/// to retry, another principal is unaffected, and after that wait the
+/// call goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_per_minute_refuse_and_then_let_through() {
+    let fake = fake().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = TestKey::ec("k1");
+    let idp = provider(&[&key]).await;
+    let srv = start(
+        &fake.base_url(),
+        dir.path(),
+        &idp.issuer,
+        &["--stateless", "--principal-calls-per-minute", "6"],
+        &[],
+    )
+    .await;
+    let token = |sub: &str| key.sign(&with(claims(&idp, &srv.resource, ALL), json!({"sub": sub})));
+    let (alice, bob) = (token("alice"), token("bob"));
+    let gen_call = |token: String, i: u32| {
+        let base = srv.base.clone();
+        async move {
+            let r = post(
+                &base,
+                Some(&token),
+                &tool_call(
+                    "generate_image",
+                    json!({"prompt": format!("rate {i} fake:size=1000")}),
+                )
+                .to_string(),
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.expect("json")["result"].clone()
+        }
+    };
+    for i in 0..6 {
+        let r = gen_call(alice.clone(), i).await;
+        assert_ne!(r["isError"], true, "call {i}: {r}");
+    }
+    let r = gen_call(alice.clone(), 6).await;
+    assert_eq!(r["isError"], true, "{r}");
+    let why = text_in(&r);
+    assert!(why.contains("6 calls in the last minute"), "{why}");
+    let secs: u64 = why
+        .split("retry in ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no retry time: {why}"));
+    assert!((1..=10).contains(&secs), "{why}");
+    let r = gen_call(bob.clone(), 0).await;
+    assert_ne!(r["isError"], true, "bob has his own minute: {r}");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let r = gen_call(alice.clone(), 7).await;
+    assert_ne!(r["isError"], true, "after the wait it names: {r}");
+    let _ = srv.log().await;
+}
