@@ -135,7 +135,11 @@ struct Provider {
 }
 
 async fn provider(keys: &[&TestKey]) -> Provider {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    provider_on(0, keys).await
+}
+
+async fn provider_on(port: u16, keys: &[&TestKey]) -> Provider {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
     let issuer = format!("http://{}", listener.local_addr().expect("addr"));
@@ -682,7 +686,8 @@ async fn direct_calls_and_the_static_token_under_oauth() {
 }
 
 /// An issuer unreachable at start: the server starts, says so, refuses
-/// with 503 (not the token's fault), and works once the issuer is up.
+/// with 503 (not the token's fault), and accepts the token once the
+/// issuer is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_down_at_start_is_retried() {
     let fake = fake().await;
@@ -708,6 +713,26 @@ async fn an_issuer_down_at_start_is_retried() {
     let r = post(&srv.base, Some(&token), INIT).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
+    // The issuer comes up: within the 10 s between fetches (and the 30 s
+    // of the background retry) the token is accepted.
+    let _idp = provider_on(port, &[&ec]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let status = post(&srv.base, Some(&token), INIT).await.status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ready = reqwest::get(format!("{}/readyz", srv.base))
+        .await
+        .expect("readyz")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(ready, "ready\n");
     let log = srv.log().await;
     assert!(log.contains("could not be fetched at start"), "{log}");
 }
