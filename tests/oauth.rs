@@ -781,50 +781,9 @@ async fn bad_oauth_configuration_exits_2() {
     }
 }
 
-/// One 2026-07-28 request with a bearer token; the JSON-RPC reply.
-async fn rpc26(
-    base: &str,
-    token: &str,
-    method: &str,
-    name: &str,
-    mut params: Value,
-    tasks: bool,
-) -> Value {
-    // With --tasks always, an image call that declares the extension
-    // becomes a task; tasks/* need it declared.
-    let caps = if tasks {
-        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}})
-    } else {
-        json!({})
-    };
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": caps,
-    });
-    let r = reqwest::Client::new()
-        .post(format!("{base}/mcp"))
-        .timeout(Duration::from_secs(60))
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method)
-        .header("mcp-name", name)
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-        .send()
-        .await
-        .expect("post");
-    let text = r.text().await.expect("body");
-    let json_text = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .unwrap_or(&text);
-    serde_json::from_str(json_text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
 /// A tool call over 2026-07-28; the tool's result.
 async fn call26(base: &str, token: &str, tool: &str, args: Value) -> Value {
-    let r = rpc26(
+    let r = rpc_2026(
         base,
         token,
         "tools/call",
@@ -916,7 +875,7 @@ async fn principals_see_only_their_own_and_their_limits_hold() {
         );
     }
     let uri = format!("nano-banana://images/{id}");
-    let r = rpc26(
+    let r = rpc_2026(
         &srv.base,
         &bob,
         "resources/read",
@@ -926,7 +885,7 @@ async fn principals_see_only_their_own_and_their_limits_hold() {
     )
     .await;
     assert!(r["error"].is_object(), "{r}");
-    let r = rpc26(
+    let r = rpc_2026(
         &srv.base,
         &alice,
         "resources/read",
@@ -947,7 +906,7 @@ async fn principals_see_only_their_own_and_their_limits_hold() {
     assert_eq!(own["structuredContent"]["image"]["imageId"], id.as_str());
 
     // Alice's task: hers to read and cancel, unknown to Bob.
-    let started = rpc26(
+    let started = rpc_2026(
         &srv.base,
         &alice,
         "tools/call",
@@ -962,7 +921,7 @@ async fn principals_see_only_their_own_and_their_limits_hold() {
         .unwrap_or_else(|| panic!("{started}"))
         .to_string();
     for method in ["tasks/get", "tasks/cancel"] {
-        let r = rpc26(
+        let r = rpc_2026(
             &srv.base,
             &bob,
             method,
@@ -980,7 +939,7 @@ async fn principals_see_only_their_own_and_their_limits_hold() {
             "{r}"
         );
     }
-    let r = rpc26(
+    let r = rpc_2026(
         &srv.base,
         &alice,
         "tasks/get",
@@ -996,7 +955,7 @@ async fn principals_see_only_their_own_and_their_limits_hold() {
     )
     .expect("task json");
     assert_eq!(trec["principal"], "alice", "{trec}");
-    let r = rpc26(
+    let r = rpc_2026(
         &srv.base,
         &alice,
         "tasks/cancel",

@@ -93,39 +93,9 @@ impl Replica {
     }
 }
 
-fn meta(tasks: bool) -> Value {
-    let caps = if tasks {
-        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}})
-    } else {
-        json!({})
-    };
-    json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": caps,
-    })
-}
-
 /// One 2026-07-28 request; the JSON-RPC reply.
-async fn rpc(base: &str, method: &str, name: &str, mut params: Value, tasks: bool) -> Value {
-    params["_meta"] = meta(tasks);
-    let r = reqwest::Client::new()
-        .post(format!("{base}/mcp"))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method)
-        .header("mcp-name", name)
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-        .send()
-        .await
-        .expect("post");
-    let text = r.text().await.expect("body");
-    let json_text = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .unwrap_or(&text);
-    serde_json::from_str(json_text).unwrap_or_else(|e| panic!("{e}: {text}"))
+async fn rpc(base: &str, method: &str, name: &str, params: Value, tasks: bool) -> Value {
+    rpc_2026(base, TOKEN, method, name, params, tasks).await
 }
 
 async fn start_task(base: &str, args: Value) -> String {

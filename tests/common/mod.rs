@@ -406,3 +406,47 @@ pub async fn assert_abandoned(dir: &Path, fake: &FakeGemini) {
         "Gemini was read to the end"
     );
 }
+
+/// One MCP 2026-07-28 request over HTTP with a bearer token (its version
+/// and capabilities in `_meta`, the routing headers set); the JSON-RPC
+/// reply, from a JSON body or the first SSE event. `tasks` declares the
+/// Tasks extension.
+#[allow(dead_code)] // not every test binary sends these
+#[allow(clippy::disallowed_methods)] // a small JSON-RPC reply, read whole
+pub async fn rpc_2026(
+    base: &str,
+    token: &str,
+    method: &str,
+    name: &str,
+    mut params: serde_json::Value,
+    tasks: bool,
+) -> serde_json::Value {
+    let caps = if tasks {
+        serde_json::json!({"extensions": {"io.modelcontextprotocol/tasks": {}}})
+    } else {
+        serde_json::json!({})
+    };
+    params["_meta"] = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": caps,
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .timeout(Duration::from_secs(60))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method)
+        .header("mcp-name", name)
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .expect("post");
+    let text = r.text().await.expect("body");
+    let json_text = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(&text);
+    serde_json::from_str(json_text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
