@@ -115,6 +115,7 @@ fn main() -> ExitCode {
     init_logging(cfg);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(nano_banana_mcp::memory::BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,

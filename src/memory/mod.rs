@@ -38,6 +38,14 @@ pub use cgroup::{
     CgroupDir, CgroupVersion, LimitOverrides, LimitSource, MemoryLimit, discover, parse_size,
 };
 
+/// Threads of the runtime's blocking pool (file writes and fsyncs of the
+/// local folder, task and image records, input temp files, stdin). Each
+/// keeps its touched stack and a jemalloc thread cache (tens to hundreds
+/// of KiB) for as long as it lives; tokio's default of 512 made that an
+/// unplanned ~50 MiB a burst of record writes could reach. Past the cap,
+/// blocking work queues (each piece is short; none waits on another).
+pub const BLOCKING_THREADS: usize = 32;
+
 /// Formats a byte count with binary units (`40 MiB`, `1.5 GiB`) for messages a
 /// person reads; exact counts belong in metrics, not here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
