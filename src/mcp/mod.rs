@@ -375,10 +375,13 @@ impl Service {
     ) -> CallToolResult {
         let server = self.session();
         let ctx = CallCtx::direct(ct, body, principal);
+        // Boxed: the task's future would otherwise be as large as the
+        // largest of the three (an edit's input fetching), for every call
+        // while it waits for Gemini.
         match call {
-            DirectCall::Generate(args) => server.generate(args, &ctx).await,
-            DirectCall::Edit(args) => server.edit(args, &ctx).await,
-            DirectCall::Continue(args) => server.continue_call(args, &ctx).await,
+            DirectCall::Generate(args) => Box::pin(server.generate(args, &ctx)).await,
+            DirectCall::Edit(args) => Box::pin(server.edit(args, &ctx)).await,
+            DirectCall::Continue(args) => Box::pin(server.continue_call(args, &ctx)).await,
         }
     }
 }

@@ -220,14 +220,25 @@ pub struct PipelineConfig {
     pub preview: bool,
 }
 
-/// What one call holds while it waits for Gemini: the tool's future, the
-/// request, and the HTTP/1.1 connection to Gemini with its buffers. The
-/// HTTP connection and the request body are paid for separately, at the
-/// edge, and rmcp's per-request service over stateless HTTP adds
+/// What one call holds while it waits for Gemini, and then while its
+/// response has started and it waits for image memory: the tool's future
+/// (what runs after the wait is boxed, so it is not carried through it),
+/// the request, and the HTTP/1.1 connection to Gemini with its buffers.
+/// The HTTP connection and the request body are paid for separately, at
+/// the edge, and rmcp's per-request service over stateless HTTP adds
 /// `mcp::RMCP_STATELESS_CALL_BYTES`. Measured over stateless HTTP on the
-/// direct path: 500 waiting calls held 51 KiB each above idle, 19 of them
-/// the connection (BENCHMARKS.md has the command).
-pub const WAITING_CALL_BYTES: u64 = 40 << 10;
+/// direct path (`python3 scripts/wait_cost.py`, 500 of each): a waiting
+/// call held 53 KiB above idle and a started one 52, 19 of them the
+/// connection, so 33-34 KiB is the call's (BENCHMARKS.md).
+pub const WAITING_CALL_BYTES: u64 = 36 << 10;
+
+/// A response whose first bytes have arrived, with when its request was
+/// sent.
+struct Arrived {
+    first: Option<bytes::Bytes>,
+    response: gemini::Response,
+    started: Instant,
+}
 
 /// How long a call whose response has started waits for the image path's
 /// memory before it gives up. Longer than the admission queue's wait:
@@ -436,7 +447,7 @@ impl Pipeline {
     /// costs the image its id, not the call (the result says why).
     async fn record(&self, img: &mut StoredImage) {
         let id = ImageId::new();
-        match self.store.put_record(&img.record(&id)).await {
+        match Box::pin(self.store.put_record(&img.record(&id))).await {
             Ok(()) => img.image_id = Some(id.to_string()),
             Err(e) => {
                 tracing::warn!(blob = %img.blob_name, error = %e, "could not store the image record");
@@ -491,6 +502,37 @@ impl Pipeline {
             _ = cancel.cancelled() => return Err(PipelineError::Cancelled),
             r = self.budget.reserve(self.cfg.per_request_bytes(), job.prefix) => r?,
         };
+        // Boxed: a waiting call's future is sized by its largest state,
+        // and what follows (the stream, the image's blocks, the commit) is
+        // only ever live while the call holds image memory.
+        Box::pin(self.stream_and_commit(
+            Arrived {
+                first,
+                response,
+                started,
+            },
+            job,
+            progress,
+            cancel,
+            answered,
+        ))
+        .await
+    }
+
+    /// The part of [`Self::store_image`] after its image memory is granted.
+    async fn stream_and_commit(
+        &self,
+        arrived: Arrived,
+        job: Job,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+        answered: &mut Option<(Usage, u64)>,
+    ) -> Result<StoredImage, PipelineError> {
+        let Arrived {
+            first,
+            response,
+            started,
+        } = arrived;
         if self.cfg.naive {
             return self.naive(first, response, job, started).await;
         }
