@@ -4,12 +4,18 @@ read from /metrics before and 10 s after N things are started against the
 release server (stateless HTTP, local folder, no cgroup):
 
 - conns:   N connections that sent half a request head (the edge's part);
+- fullheads: N connections that sent all but the end of a head just
+           under the 16 KiB cap (the worst a connection can be made to
+           hold before its request is read);
 - queued:  N generate_image calls with the smallest limit that serves
            (52 MiB: ~120 admitted, the rest queued for admission); the
            admitted ones are priced at the `waiting` figure and the rest
            of the growth is shared by the queued ones;
 - waiting: N generate_image calls admitted and waiting at the fake Gemini
-           (latency longer than the measurement).
+           (latency longer than the measurement);
+- started: N calls whose responses have started (1 s latency) while four
+           slow-dripping calls hold the image path's memory: each has read
+           its first piece of the body and waits for image memory.
 
 Prints one JSON line per mode. The figures behind WAITING_CALL_BYTES
 (src/pipeline/mod.rs) and PER_CONNECTION (src/transport/edge.rs);
@@ -42,14 +48,25 @@ def metric(srv, name):
 async def measure(srv, mode, n, settle_s):
     rss0, alloc0 = srv.mem()["rss"], metric(srv, "jemalloc_allocated_bytes") or 0
     held = []
-    if mode == "conns":
+    if mode in ("conns", "fullheads"):
+        # Just under HEAD_CAP (16 KiB): hyper's read buffer grows to hold it.
+        pad = b"X-Pad: " + b"a" * (16 * 1024 - 200) + b"\r\n" if mode == "fullheads" else b""
         for _ in range(n):
             _, w = await asyncio.open_connection("127.0.0.1", srv.port)
-            w.write(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            w.write(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n" + pad)
             held.append(w)
     else:
+        if mode == "started":
+            for i in range(4):
+                prompt = f"hog {i} fake:size=4000000 fake:drip=60000 fake:seed={i}"
+                held.append(asyncio.create_task(d.aio_call(
+                    srv, "generate_image", {"prompt": prompt}, rid=100000 + i, timeout=120)))
+            await asyncio.sleep(2)
+            rss0 = srv.mem()["rss"]
+            alloc0 = metric(srv, "jemalloc_allocated_bytes") or 0
+        latency = 1000 if mode == "started" else 60000
         for i in range(n):
-            prompt = f"cost {mode} {i} fake:latency=60000 fake:size=1000 fake:seed={i}"
+            prompt = f"cost {mode} {i} fake:latency={latency} fake:size=1000 fake:seed={i}"
             held.append(asyncio.create_task(d.aio_call(
                 srv, "generate_image", {"prompt": prompt}, rid=i + 1, timeout=120)))
     await asyncio.sleep(settle_s)
@@ -61,11 +78,12 @@ async def measure(srv, mode, n, settle_s):
            "calls_in_flight": metric(srv, "calls_in_flight"),
            "calls_queued": metric(srv, "calls_queued")}
     for h in held:
-        if mode == "conns":
+        if mode in ("conns", "fullheads"):
             h.close()
         else:
             h.cancel()
-    await asyncio.gather(*[h for h in held if mode != "conns"], return_exceptions=True)
+    await asyncio.gather(*[h for h in held if mode not in ("conns", "fullheads")],
+                         return_exceptions=True)
     return out
 
 
@@ -89,6 +107,9 @@ def main():
             out = tempfile.mkdtemp(prefix="nbm-cost-")
             extra = ["--queue-max", str(2 * args.n), "--queue-timeout-secs", "120",
                      "--max-connections", str(2 * args.n)] + args.server_arg
+            if mode == "started":
+                # Two streaming responses at most: the hogs hold both.
+                extra += ["--memory-limit", "128MiB"]
             if mode == "queued":
                 # Room for one streaming response and ~120 waiting calls.
                 extra += ["--memory-limit", "52MiB"]
