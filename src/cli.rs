@@ -444,9 +444,14 @@ pub async fn doctor(cmd: DoctorCmd) -> Result<bool, String> {
     let per_request = cfg.pipeline_config().per_request_bytes();
     // The plan for a shared HTTP endpoint, where memory matters most.
     let edge = crate::memory::Edge::Http { sessions: true };
-    let (limit, plan) = crate::app::plan_memory(&cfg.memory_settings(), per_request, edge);
+    let (limit, plan) = crate::app::plan_memory(
+        &cfg.memory_settings(),
+        per_request,
+        edge,
+        &cfg.gemini_base_url,
+    );
     let detail = format!(
-        "limit {:.0} MiB from {}; budget {:.0} MiB over HTTP (images {:.0}, waiting calls {:.0}, request bodies {:.0}, connections {:.0}, sessions {:.0}); {} images streaming at once ({:.1} MiB each), {} calls waiting ({} KiB each)",
+        "limit {:.0} MiB from {}; budget {:.0} MiB over HTTP (images {:.0}, waiting calls {:.0}, request bodies {:.0}, connections {:.0}, sessions {:.0}, Gemini HTTP/2 windows {:.1}); {} images streaming at once ({:.1} MiB each), {} calls waiting ({} KiB each)",
         mib(limit.bytes),
         limit.source,
         mib(plan.budget),
@@ -455,6 +460,7 @@ pub async fn doctor(cmd: DoctorCmd) -> Result<bool, String> {
         mib(plan.bodies),
         mib(plan.connections),
         mib(plan.sessions),
+        mib(plan.gemini_windows),
         plan.max_concurrent,
         mib(per_request),
         plan.max_waiting,

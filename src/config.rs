@@ -705,6 +705,9 @@ impl Config {
             transport,
             allow_configure_token,
             stateless,
+            // Set by the HTTP transport (`serve_command`).
+            direct_calls: false,
+            per_connection: 0,
             tasks: crate::tasks::TaskSettings {
                 mode: self.tasks,
                 ttl: Duration::from_secs(self.task_ttl_secs.max(60)),

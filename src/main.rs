@@ -50,8 +50,10 @@ async fn serve_command(cfg: &Config, args: &ServeArgs) -> Result<(), Failure> {
     match args.http {
         Some(addr) => {
             let http = args.http_config(addr).map_err(Failure::Usage)?;
-            let settings =
+            let mut settings =
                 cfg.app_settings(Transport::Http, http.admin_token.is_some(), args.stateless);
+            settings.direct_calls = http.direct_calls;
+            settings.per_connection = transport::edge::PER_CONNECTION;
             let app = App::build(settings).await?;
             transport::http::serve(Service::new(Arc::new(app), sessions), http).await?;
         }

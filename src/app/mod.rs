@@ -69,6 +69,11 @@ pub struct AppSettings {
     pub allow_configure_token: bool,
     /// HTTP without MCP sessions (continue_editing cannot work).
     pub stateless: bool,
+    /// Stateless image calls served without rmcp (`transport::direct`).
+    pub direct_calls: bool,
+    /// What one HTTP connection can hold at most (the transport's
+    /// measured constant), for sizing stateless (connection, call) pairs.
+    pub per_connection: u64,
     pub tasks: crate::tasks::TaskSettings,
     pub principals: PrincipalSettings,
 }
@@ -141,11 +146,26 @@ pub enum StartError {
 }
 
 /// The memory limit and the plan for it (also what `doctor` reports).
-pub fn plan_memory(m: &MemorySettings, per_request: u64, edge: Edge) -> (MemoryLimit, Plan) {
+/// `gemini_base` decides whether Gemini's HTTP/2 windows are paid for: an
+/// https base negotiates HTTP/2, a plain http one (a local fake, a
+/// gateway) speaks HTTP/1.1.
+pub fn plan_memory(
+    m: &MemorySettings,
+    per_request: u64,
+    edge: Edge,
+    gemini_base: &str,
+) -> (MemoryLimit, Plan) {
     let limit = memory::cgroup::discover(&m.overrides);
     let baseline = memory::cgroup::proc_self_status_rss()
         .map(|r| r.0)
         .unwrap_or(8 << 20);
+    let h2 = gemini_base
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        .then_some(memory::H2Windows {
+            streams: u64::from(crate::gemini::H2_STREAMS),
+            max_stream_window: u64::from(crate::gemini::H2_MAX_STREAM_WINDOW),
+        });
     let plan = memory::plan(
         limit.bytes,
         baseline,
@@ -153,14 +173,21 @@ pub fn plan_memory(m: &MemorySettings, per_request: u64, edge: Edge) -> (MemoryL
         per_request,
         WAITING_CALL_BYTES,
         edge,
+        h2,
     );
     (limit, plan)
 }
 
 /// What the plan is made for.
-pub fn edge(transport: Transport, stateless: bool) -> Edge {
+pub fn edge(
+    transport: Transport,
+    stateless: bool,
+    direct_calls: bool,
+    per_connection: u64,
+) -> Edge {
     match transport {
         Transport::Stdio | Transport::Cli => Edge::Stdio,
+        Transport::Http if stateless && direct_calls => Edge::StatelessDirect { per_connection },
         Transport::Http => Edge::Http {
             sessions: !stateless,
         },
@@ -197,7 +224,8 @@ impl App {
         let (limit, plan) = plan_memory(
             &s.memory,
             s.pipeline.per_request_bytes(),
-            edge(s.transport, s.stateless),
+            edge(s.transport, s.stateless, s.direct_calls, s.per_connection),
+            &s.gemini.base_url,
         );
         if s.memory.overrides.max_old_space_size_mib.is_some() {
             tracing::info!(
@@ -221,15 +249,21 @@ impl App {
             )));
         }
         tracing::info!(
-            "memory limit {} MiB from {}, budget {} MiB (images {} MiB, waiting calls {} MiB, bodies {} MiB, connections {} MiB, sessions {} MiB): {} images streaming ({} MiB each), {} calls waiting ({} KiB each)",
+            "memory limit {} MiB from {}, budget {} MiB (images {} MiB, waiting calls {} MiB, bodies {} MiB{}, connections {} MiB, sessions {} MiB, Gemini HTTP/2 windows {} MiB): {} images streaming ({} MiB each), {} calls waiting ({} KiB each)",
             limit.bytes >> 20,
             limit.source,
             plan.budget >> 20,
             plan.images >> 20,
             plan.calls >> 20,
             plan.bodies >> 20,
+            if plan.pooled {
+                " (the calls' pool)"
+            } else {
+                ""
+            },
             plan.connections >> 20,
             plan.sessions >> 20,
+            plan.gemini_windows >> 20,
             plan.max_concurrent,
             plan.per_request >> 20,
             plan.max_waiting,
@@ -275,8 +309,12 @@ impl App {
             tracing::info!(model = %s.gemini.model, "no price for this model: results carry token counts without a cost estimate (add it with --prices)");
         }
         let spend = crate::pipeline::spend::SpendCap::new(s.models.daily_cap_usd);
+        let mut gemini_cfg = s.gemini;
+        if plan.h2_stream_window > 0 {
+            gemini_cfg.h2_stream_window = u32::try_from(plan.h2_stream_window).unwrap_or(u32::MAX);
+        }
         let gemini =
-            GeminiClient::new(s.gemini, key).map_err(|e| StartError::Gemini(e.to_string()))?;
+            GeminiClient::new(gemini_cfg, key).map_err(|e| StartError::Gemini(e.to_string()))?;
         if !gemini.has_key() {
             tracing::warn!(
                 "no Gemini API key yet: set GEMINI_API_KEY or call configure_gemini_token"
@@ -342,11 +380,17 @@ impl App {
             store: Arc::clone(&store),
         };
         let block_size = s.pipeline.limits.block_size;
-        let bodies = Budget::new(memory::BudgetConfig {
-            total_bytes: plan.bodies,
-            max_queue: 0,
-            queue_timeout: Duration::ZERO,
-        });
+        // Bodies only ever try (they never wait for memory), so sharing
+        // the calls' pool adds no waits; see `Edge::StatelessDirect`.
+        let bodies = if plan.pooled {
+            calls.clone()
+        } else {
+            Budget::new(memory::BudgetConfig {
+                total_bytes: plan.bodies,
+                max_queue: 0,
+                queue_timeout: Duration::ZERO,
+            })
+        };
         let mut task_settings = s.tasks.clone();
         if task_settings.max_admitted == 0 {
             // A sixth: measured in 128 MiB (BENCHMARKS.md, "Tasks"), 100

@@ -36,6 +36,10 @@ pub struct GeminiConfig {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub retry_cap: Duration,
+    /// HTTP/2 receive window per stream; the connection's is
+    /// `H2_STREAMS` of them. Set from the memory plan, which pays for
+    /// them (`memory::Plan::gemini_windows`).
+    pub h2_stream_window: u32,
 }
 
 impl Default for GeminiConfig {
@@ -50,6 +54,7 @@ impl Default for GeminiConfig {
             max_attempts: 5,
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(60),
+            h2_stream_window: H2_MAX_STREAM_WINDOW,
         }
     }
 }
@@ -98,13 +103,17 @@ impl RetryObserver for () {
 /// Idle keep-alive connections kept per host (see `GeminiClient::new`).
 pub const IDLE_CONNECTIONS: usize = 8;
 
-/// HTTP/2 stream window (Gemini over TLS negotiates HTTP/2). A call whose
-/// response has started but has no image memory yet reads nothing, so
-/// this is the most the server can send ahead on it; hyper's default is
-/// 2 MiB. The connection window covers 100 such streams (the concurrent
-/// streams Google's frontends allow), so stalled streams can never use up
-/// the window the streams being read need.
-pub const H2_STREAM_WINDOW: u32 = 256 << 10;
+/// HTTP/2 (Gemini over TLS negotiates it): streams one connection
+/// carries, which is what Google's frontends allow, and so how many
+/// stream windows the connection window covers. A call whose response has
+/// started but has no image memory yet reads nothing, so its stream
+/// window is the most the server can send ahead on it; with the
+/// connection window at `H2_STREAMS` of them, stalled streams can never
+/// use up the window the streams being read need.
+pub const H2_STREAMS: u32 = 100;
+/// The largest stream window the plan gives (hyper's default is 2 MiB);
+/// the smallest is 64 KiB (`memory::plan`).
+pub const H2_MAX_STREAM_WINDOW: u32 = 256 << 10;
 
 #[derive(Clone)]
 pub struct GeminiClient {
@@ -128,8 +137,8 @@ impl GeminiClient {
             // header that reqwest would carry to whatever host a redirect
             // names: a 3xx is reported as the error it is.
             .redirect(reqwest::redirect::Policy::none())
-            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
-            .http2_initial_connection_window_size(H2_STREAM_WINDOW * 100)
+            .http2_initial_stream_window_size(cfg.h2_stream_window)
+            .http2_initial_connection_window_size(cfg.h2_stream_window.saturating_mul(H2_STREAMS))
             .user_agent(concat!("nano-banana-mcp/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| GeminiError::Setup(e.to_string()))?;

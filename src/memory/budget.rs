@@ -429,6 +429,13 @@ pub struct Plan {
     pub baseline: u64,
     /// Bytes the plan hands out; split into the parts below.
     pub budget: u64,
+    /// What Gemini may send ahead over HTTP/2 and the server holds unread:
+    /// the connection's receive window (`h2_streams` stream windows). 0
+    /// when the base URL is plain HTTP (HTTP/1.1 leaves unread bytes in
+    /// the socket).
+    pub gemini_windows: u64,
+    /// The stream window those windows are made of (0 without HTTP/2).
+    pub h2_stream_window: u64,
     /// Request bodies and their parsed form (HTTP), reserved per request.
     pub bodies: u64,
     /// Open HTTP connections: a cap times a measured constant.
@@ -449,6 +456,10 @@ pub struct Plan {
     pub max_concurrent: u64,
     /// Calls that can wait for Gemini at once.
     pub max_waiting: u64,
+    /// Request bodies and waiting calls draw on one pool (`calls`, which
+    /// `bodies` then equals): stateless HTTP on the direct path, where a
+    /// call gives its body's payment back before it waits for Gemini.
+    pub pooled: bool,
 }
 
 impl Plan {
@@ -465,15 +476,23 @@ pub enum Edge {
     Stdio,
     /// HTTP, with MCP sessions unless `sessions` is false (stateless).
     Http { sessions: bool },
+    /// Stateless HTTP whose image calls are served on the direct path
+    /// (`transport::direct`): a call's body is paid for, parsed, and its
+    /// payment given back before the call reserves anything else, so
+    /// bodies and waiting calls can share one pool without a call ever
+    /// holding one part of it while it waits for another. A waiting call
+    /// holds one connection (`per_connection`) and one call reservation.
+    StatelessDirect { per_connection: u64 },
 }
 
 /// Shares of the budget. Over HTTP, waiting calls far outnumber streaming
 /// ones (a call waits 10-30 s for Gemini and streams for well under one),
 /// so waiting calls and their connections get a large part and the image
-/// path a smaller one than over stdio. Stateless HTTP keeps no sessions,
-/// and every waiting call holds one connection and one call reservation
-/// (32 and 40 KiB), so connections and calls get shares in that ratio
-/// and run out together. Over stdio there is one client: the
+/// path a smaller one than over stdio. Stateless HTTP through rmcp
+/// (`--direct-calls=false`) keeps no sessions, and every waiting call
+/// holds one connection and one call reservation, so connections and
+/// calls get fixed shares; on the direct path (the default) they are
+/// sized as pairs instead (`Edge::StatelessDirect`). Over stdio there is one client: the
 /// image path keeps the share it has always had, waiting calls get a
 /// small part, and the rest is headroom.
 pub const BODY_SHARE: f64 = 0.20;
@@ -483,7 +502,24 @@ pub const CALL_SHARE: f64 = 0.20;
 pub const STATELESS_CONNECTION_SHARE: f64 = 0.22;
 pub const STATELESS_CALL_SHARE: f64 = 0.28;
 pub const STDIO_IMAGE_SHARE: f64 = 0.55;
+/// Stateless HTTP on the direct path: the image path's share, rounded
+/// down to whole responses; the rest is (connection, call) pairs.
+pub const STATELESS_IMAGE_SHARE: f64 = 0.30;
 pub const STDIO_CALL_SHARE: f64 = 0.10;
+/// Gemini over HTTP/2: the share of the budget its receive windows get,
+/// as `H2Windows::streams` stream windows of 64 to 256 KiB each. A small
+/// pod gets small windows (64 KiB a round trip: ~6 MB/s per stream at
+/// 10 ms) rather than windows it cannot pay for.
+pub const H2_WINDOW_SHARE: f64 = 0.07;
+pub const H2_MIN_STREAM_WINDOW: u64 = 64 << 10;
+
+/// Gemini over HTTP/2, for [`plan`]: how many streams one connection
+/// carries and the largest window worth giving one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Windows {
+    pub streams: u64,
+    pub max_stream_window: u64,
+}
 
 fn share(bytes: u64, fraction: f64) -> u64 {
     let fraction = if fraction.is_nan() {
@@ -499,7 +535,8 @@ fn share(bytes: u64, fraction: f64) -> u64 {
 /// Splits `limit`: `budget = (limit - baseline_rss) * fraction`. The rest,
 /// `1 - fraction` of what is above the baseline, is headroom for what the
 /// budget does not count: the async runtime, TLS buffers, and allocator
-/// slack (fragmentation, dirty pages not yet returned). Of the budget,
+/// slack (fragmentation, dirty pages not yet returned). With `h2` (Gemini
+/// over HTTP/2), its receive windows are paid for first. Of the rest,
 /// fixed shares go to request bodies, connections and sessions (each
 /// bounded by its own cap) and to waiting calls; the image path gets the
 /// rest. `fraction` is clamped to 0..=1 (NaN counts as 0). A `per_request`
@@ -511,10 +548,39 @@ pub fn plan(
     per_request: u64,
     per_call: u64,
     edge: Edge,
+    h2: Option<H2Windows>,
 ) -> Plan {
     let above_baseline = limit.saturating_sub(baseline_rss);
-    let budget = share(above_baseline, fraction);
+    let whole = share(above_baseline, fraction);
+    let (h2_stream_window, gemini_windows) = match h2 {
+        Some(h) if h.streams > 0 => {
+            let window = (share(whole, H2_WINDOW_SHARE) / h.streams).clamp(
+                H2_MIN_STREAM_WINDOW,
+                h.max_stream_window.max(H2_MIN_STREAM_WINDOW),
+            ) & !1023;
+            (window, window.saturating_mul(h.streams).min(whole))
+        }
+        _ => (0, 0),
+    };
+    // What is left once the windows are paid for is split below.
+    let budget = whole - gemini_windows;
+    let pooled = matches!(edge, Edge::StatelessDirect { .. });
     let (bodies, connections, sessions, calls, images) = match edge {
+        Edge::StatelessDirect { per_connection } => {
+            // Whole responses only: what a share leaves over is worth more
+            // to waiting calls than to a fraction of a response.
+            let streams = share(budget, STATELESS_IMAGE_SHARE)
+                .checked_div(per_request)
+                .unwrap_or(0);
+            let images = streams.saturating_mul(per_request).min(budget);
+            let rest = budget - images;
+            let pairs = rest
+                .checked_div(per_connection.saturating_add(per_call))
+                .unwrap_or(0);
+            let connections = pairs.saturating_mul(per_connection).min(rest);
+            let calls = rest - connections;
+            (calls, connections, 0, calls, images)
+        }
         Edge::Stdio => (
             0,
             0,
@@ -544,7 +610,9 @@ pub fn plan(
     Plan {
         limit,
         baseline: baseline_rss,
-        budget,
+        budget: whole,
+        gemini_windows,
+        h2_stream_window,
         bodies,
         connections,
         sessions,
@@ -554,6 +622,7 @@ pub fn plan(
         per_call,
         max_concurrent: images.checked_div(per_request).unwrap_or(0),
         max_waiting: calls.checked_div(per_call).unwrap_or(0),
+        pooled,
     }
 }
 
@@ -855,13 +924,15 @@ mod tests {
     #[test]
     fn plan_splits_the_limit() {
         let http = Edge::Http { sessions: true };
-        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, http);
+        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, http, None);
         assert_eq!(
             p,
             Plan {
                 limit: 1024 * MIB,
                 baseline: 24 * MIB,
                 budget: 500 * MIB,
+                gemini_windows: 0,
+                h2_stream_window: 0,
                 bodies: 100 * MIB,
                 connections: 75 * MIB,
                 sessions: 50 * MIB,
@@ -871,6 +942,7 @@ mod tests {
                 per_call: MIB,
                 max_concurrent: 1,
                 max_waiting: 100,
+                pooled: false,
             }
         );
         assert!(p.is_viable());
@@ -882,14 +954,43 @@ mod tests {
         // Stateless: no sessions; connections and waiting calls share
         // what they left, in the ratio of their costs.
         let stateless = Edge::Http { sessions: false };
-        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, stateless);
+        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, stateless, None);
         assert_eq!(
             (p.sessions, p.connections, p.calls, p.images),
             (0, 110 * MIB, 140 * MIB, 150 * MIB)
         );
 
+        // Stateless on the direct path: whole responses (1 of 100 MiB in
+        // 150), then (connection, call) pairs, bodies drawing on the
+        // calls' pool.
+        let direct = Edge::StatelessDirect {
+            per_connection: MIB,
+        };
+        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, direct, None);
+        assert!(p.pooled && p.is_viable());
+        assert_eq!(
+            (p.sessions, p.images, p.connections, p.calls, p.bodies),
+            (0, 100 * MIB, 200 * MIB, 200 * MIB, 200 * MIB)
+        );
+        assert_eq!(p.connections + p.calls + p.images, p.budget);
+        assert_eq!((p.max_concurrent, p.max_waiting), (1, 200));
+        // Too small for one response: not viable, and nothing divides by 0.
+        let p = plan(1024 * MIB, 24 * MIB, 0.5, 200 * MIB, MIB, direct, None);
+        assert_eq!((p.images, p.max_concurrent), (0, 0));
+        assert!(!p.is_viable());
+        let p = plan(
+            1024 * MIB,
+            24 * MIB,
+            0.5,
+            0,
+            0,
+            Edge::StatelessDirect { per_connection: 0 },
+            None,
+        );
+        assert!(!p.is_viable());
+
         // Stdio: nothing for the edge; the image path keeps its old share.
-        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, Edge::Stdio);
+        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, Edge::Stdio, None);
         assert_eq!(
             (p.bodies, p.connections, p.sessions, p.calls, p.images),
             (0, 0, 0, 50 * MIB, 275 * MIB)
@@ -897,29 +998,62 @@ mod tests {
         assert_eq!((p.max_concurrent, p.max_waiting), (2, 50));
 
         // Image share smaller than one request: not viable.
-        let p = plan(256 * MIB, 56 * MIB, 0.5, 56 * MIB, MIB, Edge::Stdio);
+        let p = plan(256 * MIB, 56 * MIB, 0.5, 56 * MIB, MIB, Edge::Stdio, None);
         assert_eq!(
             (p.budget, p.images, p.max_concurrent),
             (100 * MIB, 55 * MIB, 0)
         );
         assert!(!p.is_viable());
         // Exactly one fits.
-        let p = plan(256 * MIB, 56 * MIB, 0.5, 55 * MIB, MIB, Edge::Stdio);
+        let p = plan(256 * MIB, 56 * MIB, 0.5, 55 * MIB, MIB, Edge::Stdio, None);
         assert_eq!(p.max_concurrent, 1);
         // No room for one waiting call: not viable either.
-        let p = plan(256 * MIB, 56 * MIB, 0.5, MIB, 20 * MIB, Edge::Stdio);
+        let p = plan(256 * MIB, 56 * MIB, 0.5, MIB, 20 * MIB, Edge::Stdio, None);
         assert!(!p.is_viable());
 
+        // Gemini over HTTP/2: the windows are paid for first, 7 % of the
+        // budget as 100 stream windows between 64 and 256 KiB.
+        let h2 = Some(H2Windows {
+            streams: 100,
+            max_stream_window: 256 << 10,
+        });
+        let p = plan(1024 * MIB, 24 * MIB, 0.5, 100 * MIB, MIB, http, h2);
+        assert_eq!(
+            (p.h2_stream_window, p.gemini_windows),
+            (256 << 10, 25 * MIB)
+        );
+        assert_eq!(
+            p.bodies + p.connections + p.sessions + p.calls + p.images + p.gemini_windows,
+            p.budget
+        );
+        // 7 % of a 128 MiB pod's ~89 MiB is 6.2 MiB: 63 KiB, so the floor.
+        let p = plan(128 * MIB, 10 * MIB, 0.75, 9 * MIB, MIB, http, h2);
+        assert_eq!(
+            (p.h2_stream_window, p.gemini_windows),
+            (64 << 10, 6400 << 10)
+        );
+        // In between, whole KiB: 7 % of 180 MiB over 100 streams.
+        let p = plan(256 * MIB, 16 * MIB, 0.75, 9 * MIB, MIB, http, h2);
+        assert_eq!(p.h2_stream_window, 129 << 10);
         // Baseline above the limit saturates to nothing.
-        let p = plan(100 * MIB, 200 * MIB, 0.7, MIB, MIB, http);
+        let p = plan(100 * MIB, 200 * MIB, 0.7, MIB, MIB, http, None);
         assert_eq!((p.budget, p.max_concurrent), (0, 0));
 
         // Fractions are clamped; NaN is 0.
-        assert_eq!(plan(100 * MIB, 0, 1.5, MIB, MIB, http).budget, 100 * MIB);
-        assert_eq!(plan(100 * MIB, 0, -1.0, MIB, MIB, http).budget, 0);
-        assert_eq!(plan(100 * MIB, 0, f64::NAN, MIB, MIB, http).budget, 0);
-        assert_eq!(plan(u64::MAX, 0, 1.0, MIB, MIB, http).budget, u64::MAX);
-        assert_eq!(plan(100 * MIB, 0, 0.5, 0, MIB, http).max_concurrent, 0);
-        assert_eq!(plan(100 * MIB, 0, 0.5, MIB, 0, http).max_waiting, 0);
+        assert_eq!(
+            plan(100 * MIB, 0, 1.5, MIB, MIB, http, None).budget,
+            100 * MIB
+        );
+        assert_eq!(plan(100 * MIB, 0, -1.0, MIB, MIB, http, None).budget, 0);
+        assert_eq!(plan(100 * MIB, 0, f64::NAN, MIB, MIB, http, None).budget, 0);
+        assert_eq!(
+            plan(u64::MAX, 0, 1.0, MIB, MIB, http, None).budget,
+            u64::MAX
+        );
+        assert_eq!(
+            plan(100 * MIB, 0, 0.5, 0, MIB, http, None).max_concurrent,
+            0
+        );
+        assert_eq!(plan(100 * MIB, 0, 0.5, MIB, 0, http, None).max_waiting, 0);
     }
 }

@@ -33,7 +33,9 @@ pub use alloc::{
     Activity, AllocConfig, AllocStats, IdlePurgeConfig, MallctlError, spawn_idle_purger,
     spawn_idle_purger_with,
 };
-pub use budget::{Budget, BudgetConfig, BudgetStats, Busy, Edge, Plan, Reservation, plan};
+pub use budget::{
+    Budget, BudgetConfig, BudgetStats, Busy, Edge, H2Windows, Plan, Reservation, plan,
+};
 pub use cgroup::{
     CgroupDir, CgroupVersion, LimitOverrides, LimitSource, MemoryLimit, discover, parse_size,
 };
