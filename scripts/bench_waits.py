@@ -142,6 +142,9 @@ def main():
                     help="first run the same burst straight at the fake (no server) and "
                          "report its time: the part of the wall time that is not the server's")
     ap.add_argument("--log-level", default="warn", help="the server's LOG_LEVEL")
+    ap.add_argument("--sockets", action="store_true",
+                    help="also sample the kernel memory of the server's TCP sockets "
+                         "(`ss -tmp`), which cgroup v2 charges to the pod and v1 does not")
     ap.add_argument("--server-log", default=None,
                     help="write the server's stderr here at the end (for diagnosis)")
     ap.add_argument("--md-header", action="store_true",
@@ -206,8 +209,11 @@ def main():
         oom0 = cg.oom_kills()
         cg.reset_max_usage()
         sampler = d.Sampler(srv.pid, cg, interval=0.05)
+        sockets = d.SocketSampler(srv.pid) if args.sockets else None
         results, wall = asyncio.run(burst(srv, args, tag))
         sampler.stop()
+        if sockets:
+            sockets.stop()
         alive = srv.alive()
         m = srv.mem()
         oom = cg.oom_kills() - oom0
@@ -269,6 +275,10 @@ def main():
             "fake_floor_end_s": floor[1] if floor else None,
             "failures": failures,
         }
+        if sockets:
+            report["socket_kernel_peak_mib"] = mib(sockets.max_bytes)
+            report["sockets_at_peak"] = sockets.sockets_at_max
+            report["socket_kernel_max_one_kib"] = round(sockets.max_one / 1024, 1)
         if failures:
             report["server_log_tail"] = log_tail(srv.err)
         if args.server_log:

@@ -467,6 +467,46 @@ class Sampler:
         return self
 
 
+class SocketSampler:
+    """A thread summing the kernel memory of a process's TCP sockets
+    (`ss -tmp`: skmem r + t + f + w, bytes) every `interval` s and keeping
+    the maximum. cgroup v2 charges this memory to the pod; v1 (where the
+    benchmarks run) does not, so it is measured here instead."""
+
+    def __init__(self, pid, interval=0.5):
+        self.pid, self.interval = pid, interval
+        self.max_bytes, self.sockets_at_max, self.max_one = 0, 0, 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def sample(self):
+        out = subprocess.run(["ss", "-tmpnH"], capture_output=True, text=True).stdout
+        mine, total, n, one = False, 0, 0, 0
+        tag = f"pid={self.pid},"
+        for line in out.splitlines():
+            if "users:" in line:
+                mine = tag in line
+            if mine and "skmem:(" in line:
+                fields = line.split("skmem:(", 1)[1].split(")", 1)[0].split(",")
+                b = sum(int(f[1:]) for f in fields if f[:1] in "rtfw" and f[1:].isdigit())
+                total, n, one = total + b, n + 1, max(one, b)
+        return total, n, one
+
+    def _run(self):
+        while not self._stop.is_set():
+            total, n, one = self.sample()
+            if total > self.max_bytes:
+                self.max_bytes, self.sockets_at_max = total, n
+            self.max_one = max(self.max_one, one)
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(10)
+        return self
+
+
 class HealthProber:
     """A thread GETting /healthz every `interval` s (each answer must be a
     200 within `timeout` s), independent of the caller's event loop."""
