@@ -393,9 +393,13 @@ impl App {
         };
         let mut task_settings = s.tasks.clone();
         if task_settings.max_admitted == 0 {
-            // A sixth: measured in 128 MiB (BENCHMARKS.md, "Tasks"), 100
-            // tasks at Gemini at once peaked at 91 MiB, 200 were OOM-killed.
-            task_settings.max_admitted = usize::try_from(plan.max_waiting / 6)
+            // Measured in 128 MiB stateless (BENCHMARKS.md, "Tasks"): 105
+            // tasks at Gemini at once peaked at 92-95 MiB, 176 at 121 MiB,
+            // 200 were OOM-killed (before the blocking pool was capped).
+            // A sixth of the waiting calls with fixed shares, a tenth of
+            // the (connection, call) pairs, which are 1.7 times as many.
+            let divisor = if plan.pooled { 10 } else { 6 };
+            task_settings.max_admitted = usize::try_from(plan.max_waiting / divisor)
                 .unwrap_or(usize::MAX)
                 .max(1);
         }
