@@ -376,6 +376,13 @@ pub struct MemoryStatus {
     pub max_waiting: u64,
     pub bodies_budget_bytes: u64,
     pub bodies_reserved_bytes: u64,
+    /// Stateless: request bodies draw on the waiting calls' pool (the two
+    /// budget figures are then the same pool).
+    pub bodies_pooled_with_calls: bool,
+    /// What Gemini may send ahead unread over HTTP/2, paid for by the
+    /// plan (0 for a plain-http base), and the stream window it is made of.
+    pub gemini_windows_bytes: u64,
+    pub h2_stream_window_bytes: u64,
     pub connections_budget_bytes: u64,
     pub sessions_budget_bytes: u64,
     pub per_request_bytes: u64,
@@ -409,6 +416,9 @@ impl MemoryStatus {
             max_waiting: app.plan.max_waiting,
             bodies_budget_bytes: app.plan.bodies,
             bodies_reserved_bytes: app.bodies.stats().reserved_bytes,
+            bodies_pooled_with_calls: app.plan.pooled,
+            gemini_windows_bytes: app.plan.gemini_windows,
+            h2_stream_window_bytes: app.plan.h2_stream_window,
             connections_budget_bytes: app.plan.connections,
             sessions_budget_bytes: app.plan.sessions,
             per_request_bytes: app.plan.per_request,

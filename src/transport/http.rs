@@ -500,7 +500,7 @@ fn edge_metrics(st: &HttpState, out: &mut String) {
             .as_ref()
             .map_or(0, |v| f(&v.stats).load(Ordering::Relaxed))
     };
-    let rows: [(&str, &str, &str, u64); 12] = [
+    let rows: [(&str, &str, &str, u64); 13] = [
         (
             "http_connections_open",
             "gauge",
@@ -540,14 +540,20 @@ fn edge_metrics(st: &HttpState, out: &mut String) {
         (
             "http_body_reserved_bytes",
             "gauge",
-            "Bytes reserved for request bodies",
+            "Bytes reserved for request bodies (stateless: the pool bodies share with waiting calls, both counted)",
             b.reserved_bytes,
         ),
         (
             "http_body_budget_bytes",
             "gauge",
-            "Budget for request bodies",
+            "Budget for request bodies (stateless: the pool bodies share with waiting calls)",
             b.total_bytes,
+        ),
+        (
+            "gemini_h2_windows_bytes",
+            "gauge",
+            "What Gemini may send ahead unread over HTTP/2 (the plan pays for it; 0 over HTTP/1.1)",
+            st.app.plan.gemini_windows,
         ),
         (
             "oauth_tokens_accepted",
