@@ -1108,6 +1108,34 @@ async fn direct_calls_answer_as_rmcp_does() {
     // Both stored the same images.
     assert_eq!(files_in(dir_a.path()).len(), files_in(dir_b.path()).len());
     assert_eq!(files_in(dir_a.path()).len(), 5);
+    // The plans: on the direct path bodies draw on the waiting calls' pool
+    // and there is one connection per waiting call; through rmcp, which
+    // holds a body to the end of its response, bodies keep a share of
+    // their own. A plain-http Gemini (the fake) pays for no HTTP/2 windows.
+    let pool = metric(&direct.base, "memory_calls_budget_bytes").await;
+    assert_eq!(metric(&direct.base, "http_body_budget_bytes").await, pool);
+    assert_eq!(
+        metric(&direct.base, "memory_bodies_budget_bytes").await,
+        pool
+    );
+    let (per_connection, per_call) = (32.0 * 1024.0, 36.0 * 1024.0);
+    let pairs = metric(&direct.base, "memory_connections_budget_bytes").await / per_connection;
+    assert!(
+        pairs >= 16.0 && pool >= pairs * per_call,
+        "pairs {pairs}, pool {pool}"
+    );
+    assert_eq!(
+        metric(&direct.base, "max_waiting_calls").await,
+        (pool / per_call).floor()
+    );
+    let shared = metric(&via_rmcp.base, "memory_calls_budget_bytes").await;
+    assert_ne!(
+        metric(&via_rmcp.base, "http_body_budget_bytes").await,
+        shared
+    );
+    for srv in [&direct, &via_rmcp] {
+        assert_eq!(metric(&srv.base, "gemini_h2_windows_bytes").await, 0.0);
+    }
     for srv in [direct, via_rmcp] {
         let (code, log) = srv.sigterm().await;
         assert_eq!(code, Some(0));
@@ -1300,4 +1328,39 @@ async fn a_configured_token_is_trimmed_like_a_presented_one() {
     .await;
     let c = client(&srv.base).await;
     assert_eq!(c.list_all_tools().await.expect("list").len(), 6);
+}
+
+/// An https Gemini base negotiates HTTP/2, where what Gemini sends ahead
+/// is held in the process: the plan pays for it first (100 stream windows
+/// of 64-256 KiB, 7 % of the budget), and the rest is split as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_gemini_base_pays_for_its_http2_windows() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let limit = ["--memory-limit", "128MiB"];
+    let https = start_http("https://127.0.0.1:9", dir.path(), &limit).await;
+    let plain = start_http("http://127.0.0.1:9", dir.path(), &limit).await;
+    let windows = metric(&https.base, "gemini_h2_windows_bytes").await;
+    // 7 % of ~89 MiB over 100 streams is under 64 KiB: the floor.
+    assert_eq!(windows, 100.0 * 64.0 * 1024.0);
+    assert_eq!(metric(&plain.base, "gemini_h2_windows_bytes").await, 0.0);
+    // Paid for out of the same budget: what is split is smaller by it.
+    let split = |b: &str| {
+        let b = b.to_string();
+        async move {
+            let mut sum = 0.0;
+            for part in ["images", "calls", "bodies", "connections", "sessions"] {
+                sum += metric(&b, &format!("memory_{part}_budget_bytes")).await;
+            }
+            (sum, metric(&b, "memory_budget_bytes").await)
+        }
+    };
+    let (https_parts, https_budget) = split(&https.base).await;
+    let (plain_parts, plain_budget) = split(&plain.base).await;
+    assert!((https_budget - plain_budget).abs() < 2.0 * 1024.0 * 1024.0);
+    assert!(https_parts + windows <= https_budget + 1.0);
+    assert!(https_parts < plain_parts);
+    for srv in [https, plain] {
+        let (code, _) = srv.sigterm().await;
+        assert_eq!(code, Some(0));
+    }
 }
